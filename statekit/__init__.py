@@ -1,0 +1,54 @@
+"""statekit: persist, version and resume notebook and agent state.
+
+Everything users need is importable from here; ``%load_ext statekit`` loads
+the ``%state`` magics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .db import DatabaseManager
+from .errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidArgumentError,
+    NotFoundError,
+    SchemaVersionError,
+    StatekitError,
+    UnserializableError,
+    UntrustedPayloadError,
+)
+from .models import SnapshotStatus, StateType, TransitionType
+from .snapshot import StateEvent, StateSnapshot, StateTransition
+from .store import StateManager
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConflictError",
+    "DatabaseManager",
+    "IntegrityError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "SchemaVersionError",
+    "SnapshotStatus",
+    "StateEvent",
+    "StateManager",
+    "StateSnapshot",
+    "StateTransition",
+    "StateType",
+    "StatekitError",
+    "TransitionType",
+    "UnserializableError",
+    "UntrustedPayloadError",
+    "__version__",
+    "load_ipython_extension",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext statekit``: register the ``%state`` and ``%%state`` magics."""
+    from .magics import load_ipython_extension as _load
+
+    _load(ipython)

@@ -1,0 +1,451 @@
+"""Values <-> stored form, one item (name: value) at a time.
+
+The rule is "round-trips exactly or refuses": every codec either gives back an
+equal value of the same type or raises :class:`UnserializableError` naming the
+item, before anything is written.
+
+- plain JSON (dict with str keys, list, str, int, finite float, bool, None) is
+  stored inline in ``state_data``, readable from SQL; large ones go to chunks;
+- other simple values (tuples, sets, bytes, dates, Decimals, NaN, numpy
+  scalars, dicts with non-str keys...) use a tagged JSON (``xjson``);
+- DataFrames and Series go to Arrow IPC, one blob per column per 65,536 rows,
+  so an appended row or a changed column stores only the chunks that changed;
+- ndarrays go to ``.npy`` (never with pickle), cut into 8 MiB chunks;
+- anything else is pickled only when the caller allows it, and signed.
+
+Chunks are content-addressed by sha256: the store writes only those it lacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import hashlib
+import io
+import json
+import math
+import pickle
+import uuid
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .errors import IntegrityError, UnserializableError, UntrustedPayloadError
+from .signing import SigningKey
+
+ROWS_PER_CHUNK = 65_536
+BYTES_PER_CHUNK = 8 * 1024 * 1024
+INLINE_JSON_LIMIT = 256 * 1024
+"""Plain JSON larger than this (encoded) is stored as content-addressed chunks."""
+
+TAG = "__sk__"
+ChunkReader = Callable[[list[str]], dict[str, bytes]]
+
+
+def dumps(value: Any) -> str:
+    """The one JSON text form statekit stores and checksums."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def digest_of(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class EncodedItem:
+    """One encoded value: either inline JSON or a descriptor plus its chunks."""
+
+    name: str
+    inline: bool
+    value: Any = None  # the JSON value, when inline
+    descriptor: dict[str, Any] = field(default_factory=dict)
+    chunks: dict[str, bytes] = field(default_factory=dict)
+    size: int = 0
+
+
+# ---------------------------------------------------------------- plain JSON
+
+
+def is_plain_json(value: Any, _depth: int = 0) -> bool:
+    """True when ``json.loads(json.dumps(value))`` gives back an equal value of the same types."""
+    if _depth > 200:
+        return False
+    t = type(value)
+    if t is str:
+        return _utf8_ok(value)
+    if value is None or t is bool or t is int:
+        return True
+    if t is float:
+        return math.isfinite(value)
+    if t is list:
+        return all(is_plain_json(v, _depth + 1) for v in value)
+    if t is dict:
+        return all(
+            type(k) is str and _utf8_ok(k) and is_plain_json(v, _depth + 1)
+            for k, v in value.items()
+        )
+    return False
+
+
+def _utf8_ok(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates cannot be stored as text
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- tagged JSON
+
+
+def _x_encode(v: Any, depth: int = 0) -> Any:
+    if depth > 200:
+        raise ValueError("nested too deeply")
+    t = type(v)
+    if v is None or t is bool or t is int:
+        return v
+    if t is str:
+        if _utf8_ok(v):
+            return v
+        return {TAG: "str", "v": base64.b64encode(v.encode("utf-8", "surrogatepass")).decode()}
+    if t is float:
+        return v if math.isfinite(v) else {TAG: "float", "v": repr(v)}
+    if t is list:
+        return [_x_encode(x, depth + 1) for x in v]
+    if t is dict:
+        if all(type(k) is str and k != TAG and _utf8_ok(k) for k in v):
+            return {k: _x_encode(x, depth + 1) for k, x in v.items()}
+        return {TAG: "dict", "v": [[_x_encode(k, depth + 1), _x_encode(x, depth + 1)] for k, x in v.items()]}
+    if t is tuple:
+        return {TAG: "tuple", "v": [_x_encode(x, depth + 1) for x in v]}
+    if t is set or t is frozenset:
+        return {TAG: t.__name__, "v": [_x_encode(x, depth + 1) for x in v]}
+    if t is bytes:
+        return {TAG: "bytes", "v": base64.b64encode(v).decode()}
+    if t is complex:
+        return {TAG: "complex", "v": [repr(v.real), repr(v.imag)]}
+    if t is decimal.Decimal:
+        return {TAG: "decimal", "v": str(v)}
+    if t is uuid.UUID:
+        return {TAG: "uuid", "v": str(v)}
+    if t is dt.datetime:
+        return {TAG: "datetime", "v": v.isoformat(), "tz": _tz_key(v.tzinfo)}
+    if t is dt.date:
+        return {TAG: "date", "v": v.isoformat()}
+    if t is dt.time:
+        return {TAG: "time", "v": v.isoformat(), "tz": _tz_key(v.tzinfo)}
+    if t is dt.timedelta:
+        return {TAG: "timedelta", "v": [v.days, v.seconds, v.microseconds]}
+    if t is pd.Timestamp:
+        return {TAG: "timestamp", "v": v.isoformat(), "unit": v.unit, "tz": _tz_key(v.tzinfo)}
+    if t is pd.Timedelta:
+        return {TAG: "pd_timedelta", "v": int(v.value), "unit": v.unit}
+    if isinstance(v, np.generic) and v.dtype.kind in "biufcmM":
+        kind = v.dtype.kind
+        payload = str(v) if kind in "mM" else _x_encode(v.item(), depth + 1)
+        return {TAG: "np", "dtype": v.dtype.str, "v": payload}
+    raise TypeError(type(v).__name__)
+
+
+def _tz_key(tz: dt.tzinfo | None) -> str | None:
+    if tz is None or tz is dt.timezone.utc:
+        return None
+    key = getattr(tz, "key", None) or getattr(tz, "zone", None)
+    return str(key) if key else None
+
+
+def _x_decode(v: Any) -> Any:
+    if type(v) is list:
+        return [_x_decode(x) for x in v]
+    if type(v) is not dict:
+        return v
+    tag = v.get(TAG)
+    if tag is None:
+        return {k: _x_decode(x) for k, x in v.items()}
+    p = v["v"]
+    if tag == "str":
+        return base64.b64decode(p).decode("utf-8", "surrogatepass")
+    if tag == "float":
+        return float(p)
+    if tag == "dict":
+        return {_freeze(_x_decode(k)): _x_decode(x) for k, x in p}
+    if tag == "tuple":
+        return tuple(_x_decode(x) for x in p)
+    if tag == "set":
+        return {_freeze(_x_decode(x)) for x in p}
+    if tag == "frozenset":
+        return frozenset(_freeze(_x_decode(x)) for x in p)
+    if tag == "bytes":
+        return base64.b64decode(p)
+    if tag == "complex":
+        return complex(float(p[0]), float(p[1]))
+    if tag == "decimal":
+        return decimal.Decimal(p)
+    if tag == "uuid":
+        return uuid.UUID(p)
+    if tag == "datetime":
+        out = dt.datetime.fromisoformat(p)
+        return out.astimezone(zoneinfo.ZoneInfo(v["tz"])) if v.get("tz") else out
+    if tag == "date":
+        return dt.date.fromisoformat(p)
+    if tag == "time":
+        out_t = dt.time.fromisoformat(p)
+        return out_t.replace(tzinfo=zoneinfo.ZoneInfo(v["tz"])) if v.get("tz") else out_t
+    if tag == "timedelta":
+        return dt.timedelta(days=p[0], seconds=p[1], microseconds=p[2])
+    if tag == "timestamp":
+        ts = pd.Timestamp(p).as_unit(v["unit"])
+        return ts.tz_convert(v["tz"]) if v.get("tz") else ts
+    if tag == "pd_timedelta":
+        return pd.Timedelta(p, unit="ns").as_unit(v["unit"])
+    if tag == "np":
+        dtype = np.dtype(v["dtype"])
+        if dtype.kind in "mM":
+            unit = np.datetime_data(dtype)[0]
+            ctor = np.datetime64 if dtype.kind == "M" else np.timedelta64
+            raw = p if dtype.kind == "M" else p.split(" ")[0]
+            return ctor(raw, unit) if raw not in ("NaT",) else ctor("NaT", unit)
+        return dtype.type(_x_decode(p))
+    raise IntegrityError(f"unknown tag {tag!r} in stored value")
+
+
+def _freeze(v: Any) -> Any:
+    """Lists decoded where a hashable was stored (never happens for our own output)."""
+    return tuple(v) if type(v) is list else v
+
+
+# ---------------------------------------------------------------- frames
+
+
+def _chunk_ipc(arr: pa.Array, fld: pa.Field) -> bytes:
+    sink = pa.BufferOutputStream()
+    schema = pa.schema([fld])
+    with pa.ipc.new_stream(sink, schema) as writer:
+        writer.write_batch(pa.record_batch([arr], schema=schema))
+    return sink.getvalue().to_pybytes()
+
+
+def _object_column_fixup(name: Any, s: pd.Series) -> str | None:
+    """Check an object column holds only strings (or bytes) and say how its nulls come back."""
+    kind = pd.api.types.infer_dtype(s, skipna=True)
+    if kind not in ("string", "bytes", "empty"):
+        raise TypeError(f"column {name!r} holds {kind} Python objects, which Arrow cannot round-trip exactly")
+    mask = s.isna().to_numpy()
+    if not mask.any():
+        return None
+    nulls = s[mask]
+    if all(x is None for x in nulls):
+        return None if kind != "empty" else "none"
+    if all(type(x) is float for x in nulls):
+        return "nan"
+    raise TypeError(f"column {name!r} mixes None and NaN as missing values")
+
+
+def _encode_frame(df: pd.DataFrame, kind: str, series_name: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+    if not df.columns.is_unique:
+        raise TypeError("the DataFrame has duplicate column names")
+    fixups: dict[str, str] = {}
+    for pos in range(df.shape[1]):
+        col = df.iloc[:, pos]
+        if col.dtype == object:
+            fix = _object_column_fixup(df.columns[pos], col)
+            if fix:
+                fixups[str(pos)] = fix
+    for level in range(df.index.nlevels):
+        idx = df.index.get_level_values(level)
+        if idx.dtype == object and pd.api.types.infer_dtype(idx, skipna=False) not in ("string", "bytes", "empty"):
+            raise TypeError("the index holds Python objects that Arrow cannot round-trip exactly")
+    table = pa.Table.from_pandas(df, preserve_index=None)
+    schema_bytes = table.schema.serialize().to_pybytes()
+    chunks: dict[str, bytes] = {}
+    schema_digest = digest_of(schema_bytes)
+    chunks[schema_digest] = schema_bytes
+    columns: list[list[str]] = []
+    n = table.num_rows
+    for i, fld in enumerate(table.schema):
+        col = table.column(i)
+        digests = []
+        for start in range(0, max(n, 1), ROWS_PER_CHUNK):
+            piece = col.slice(start, ROWS_PER_CHUNK).combine_chunks() if n else pa.array([], type=fld.type)
+            data = _chunk_ipc(piece, fld.remove_metadata())
+            d = digest_of(data)
+            chunks[d] = data
+            digests.append(d)
+        columns.append(digests)
+    desc: dict[str, Any] = {
+        "codec": "arrow",
+        "kind": kind,
+        "rows": n,
+        "schema": schema_digest,
+        "columns": columns,
+        "fixups": fixups,
+    }
+    if kind == "series":
+        desc["series_name"] = _x_encode(series_name)
+    return desc, chunks
+
+
+def _decode_frame(desc: Mapping[str, Any], read: ChunkReader) -> Any:
+    wanted = [desc["schema"], *[d for col in desc["columns"] for d in col]]
+    data = read(wanted)
+    schema = pa.ipc.read_schema(pa.py_buffer(data[desc["schema"]]))
+    arrays = []
+    for fld, digests in zip(schema, desc["columns"], strict=True):
+        pieces = []
+        for d in digests:
+            reader = pa.ipc.open_stream(pa.py_buffer(data[d]))
+            pieces.extend(reader.read_all().column(0).chunks)
+        arrays.append(pa.chunked_array(pieces, type=fld.type))
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    df = table.to_pandas()
+    for pos, fix in desc.get("fixups", {}).items():
+        p = int(pos)
+        col = df.iloc[:, p].astype(object)
+        df.isetitem(p, col.where(col.notna(), np.nan if fix == "nan" else None))
+    if desc["kind"] == "series":
+        s = df.iloc[:, 0]
+        s.name = _x_decode(desc["series_name"])
+        return s
+    return df
+
+
+# ---------------------------------------------------------------- ndarray and bytes
+
+
+def _split(data: bytes) -> tuple[list[str], dict[str, bytes]]:
+    mv = memoryview(data)
+    digests: list[str] = []
+    chunks: dict[str, bytes] = {}
+    for start in range(0, max(len(data), 1), BYTES_PER_CHUNK):
+        piece = bytes(mv[start : start + BYTES_PER_CHUNK])
+        d = digest_of(piece)
+        chunks[d] = piece
+        digests.append(d)
+    return digests, chunks
+
+
+def _join(desc: Mapping[str, Any], read: ChunkReader) -> bytes:
+    data = read(list(desc["chunks"]))
+    return b"".join(data[d] for d in desc["chunks"])
+
+
+# ---------------------------------------------------------------- public
+
+
+def encode_item(name: str, value: Any, *, allow_pickle: bool, key: Callable[[], SigningKey]) -> EncodedItem:
+    """Encode one named value, or raise UnserializableError naming it."""
+    try:
+        return _encode(name, value, allow_pickle, key)
+    except UnserializableError:
+        raise
+    except RecursionError:
+        raise UnserializableError(
+            f"{name!r} ({type(value).__name__}) is nested too deeply to store.",
+            name=name, type_name=type(value).__name__,
+        ) from None
+
+
+def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], SigningKey]) -> EncodedItem:
+    t = type(value)
+    if is_plain_json(value):
+        text = dumps(value)
+        if len(text) <= INLINE_JSON_LIMIT:
+            return EncodedItem(name, True, value=value, size=len(text.encode("utf-8")))
+        data = text.encode("utf-8")
+        digests, chunks = _split(data)
+        return EncodedItem(name, False, descriptor={"codec": "json", "chunks": digests}, chunks=chunks, size=len(data))
+    reason = ""
+    if t is pd.DataFrame or t is pd.Series:
+        try:
+            frame = value if t is pd.DataFrame else value.to_frame(name="__statekit_series__")
+            desc, chunks = _encode_frame(frame, "frame" if t is pd.DataFrame else "series", getattr(value, "name", None))
+            desc["chunks"] = list(chunks)
+            return EncodedItem(name, False, descriptor=desc, chunks=chunks, size=sum(map(len, chunks.values())))
+        except (TypeError, ValueError, pa.ArrowException) as exc:
+            reason = str(exc)
+    elif t is np.ndarray:
+        if value.dtype.hasobject:
+            reason = "an object-dtype array needs pickle"
+        else:
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, value, allow_pickle=False)
+            data = buf.getvalue()
+            digests, chunks = _split(data)
+            return EncodedItem(name, False, descriptor={"codec": "npy", "chunks": digests}, chunks=chunks, size=len(data))
+    else:
+        try:
+            tagged = _x_encode(value)
+        except (TypeError, ValueError) as exc:
+            reason = f"contains a {exc}" if isinstance(exc, TypeError) else str(exc)
+        else:
+            text = dumps(tagged)
+            if len(text) <= INLINE_JSON_LIMIT:
+                return EncodedItem(name, False, descriptor={"codec": "xjson", "value": tagged, "chunks": []}, size=len(text))
+            digests, chunks = _split(text.encode("utf-8"))
+            return EncodedItem(name, False, descriptor={"codec": "xjson", "chunks": digests}, chunks=chunks, size=len(text))
+    if not allow_pickle:
+        raise UnserializableError(
+            f"Cannot store {name!r} ({_type_name(value)}) without pickle"
+            + (f": {reason}" if reason else "")
+            + ". Pass allow_pickle=True to store it as a signed pickle, or convert it first.",
+            name=name, type_name=_type_name(value),
+        )
+    try:
+        data = pickle.dumps(value, protocol=5)
+    except Exception as exc:  # noqa: BLE001 - pickle raises anything the object's __reduce__ raises
+        raise UnserializableError(
+            f"Cannot store {name!r} ({_type_name(value)}): it cannot be pickled ({exc}).",
+            name=name, type_name=_type_name(value),
+        ) from None
+    signer = key()
+    digests, chunks = _split(data)
+    desc = {"codec": "pickle", "chunks": digests, "hmac": signer.sign(data), "key_id": signer.key_id}
+    return EncodedItem(name, False, descriptor=desc, chunks=chunks, size=len(data))
+
+
+def _type_name(value: Any) -> str:
+    t = type(value)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def decode_item(desc: Mapping[str, Any], read: ChunkReader, key: Callable[[], SigningKey]) -> Any:
+    """Rebuild a value from its descriptor; chunk digests are checked by ``read``."""
+    codec = desc["codec"]
+    if codec == "arrow":
+        return _decode_frame(desc, read)
+    if codec == "npy":
+        return np.lib.format.read_array(io.BytesIO(_join(desc, read)), allow_pickle=False)
+    if codec == "json":
+        return json.loads(_join(desc, read))
+    if codec == "xjson":
+        tagged = desc["value"] if "value" in desc else json.loads(_join(desc, read))
+        return _x_decode(tagged)
+    if codec == "pickle":
+        data = _join(desc, read)
+        signer = key()
+        sig = desc.get("hmac")
+        if not isinstance(sig, str) or not signer.verify(data, sig):
+            raise UntrustedPayloadError(
+                "refusing to unpickle a payload that is not signed with your key "
+                f"(signed by key {desc.get('key_id', 'unknown')!s}, yours is {signer.key_id}); "
+                "it may have been written by someone else"
+            )
+        return pickle.loads(data)  # noqa: S301 - signature checked above
+    raise IntegrityError(f"unknown codec {codec!r}")
+
+
+def copy_value(value: Any) -> Any:
+    """A copy that the caller may mutate without touching a cached value."""
+    if isinstance(value, (pd.DataFrame, pd.Series)):
+        return value.copy(deep=False)  # copy-on-write (pandas >= 3) makes this safe and cheap
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    import copy
+
+    return copy.deepcopy(value)

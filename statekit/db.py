@@ -1,0 +1,328 @@
+"""DatabaseManager: the engine, the schema, transactions and retries.
+
+SQLite is tuned for a state store: WAL (readers never block the writer),
+``synchronous=FULL`` (a returned save is on disk), a busy timeout, and write
+transactions that start with ``BEGIN IMMEDIATE`` so two writers queue for the
+lock instead of deadlocking on an upgrade. Lock and connection errors are
+retried with backoff up to ``lock_timeout`` seconds; past that the error
+reaches the caller.
+
+The hot paths (save, load) run a handful of prepared SQL statements on the
+driver's cursor inside SQLAlchemy's transaction: an ORM session per save costs
+several times a raw insert. Everything else uses SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import StaticPool
+
+from . import models
+from .errors import InvalidArgumentError, SchemaVersionError, StatekitError
+
+T = TypeVar("T")
+
+ENV_URL = "STATEKIT_URL"
+DEFAULT_PATH = Path(".statekit") / "state.db"
+SQLITE_TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+ALL_TABLES = [
+    models.meta_table,
+    models.entities_table,
+    models.branches_table,
+    models.snapshots_table,
+    models.transitions_table,
+    models.payloads_table,
+    models.links_table,
+]
+PURGE_LOCK_KEY = 0x5737A7E  # PostgreSQL advisory lock: savers share it, purge takes it alone
+SCHEMA_LOCK_KEY = 0x5737A7F
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+"""``MIGRATIONS[n]`` upgrades a store from schema n to n + 1, in one transaction."""
+
+
+def resolve_url(url: str | None) -> str:
+    """The explicit URL, else ``$STATEKIT_URL``, else ``sqlite:///.statekit/state.db``."""
+    if url is None:
+        url = os.environ.get(ENV_URL) or f"sqlite:///{DEFAULT_PATH}"
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidArgumentError(f"The store URL must be a non-empty string, not {url!r}.")
+    if "://" not in url:  # a bare path to a SQLite file
+        url = f"sqlite:///{url}"
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: Any) -> datetime | None:
+    """Timestamps come back naive (SQLite) or aware (PostgreSQL); hand out aware UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class DatabaseManager:
+    """Owns the engine, creates or upgrades the schema, and runs transactions.
+
+    Public for advanced use: several ``StateManager`` objects may share one, and
+    maintenance code can use :meth:`write` and :meth:`read` directly.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        durability: str = "full",
+        lock_timeout: float = 60.0,
+        engine: Engine | None = None,
+    ):
+        if durability not in ("full", "normal"):
+            raise InvalidArgumentError("durability must be 'full' (fsync every save) or 'normal'.")
+        self.durability = durability
+        self.lock_timeout = float(lock_timeout)
+        if engine is not None:
+            self.engine = engine
+            self.url = engine.url.render_as_string(hide_password=False)
+        else:
+            self.url = resolve_url(url)
+            self.engine = self._create_engine(self.url)
+        self.dialect = self.engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise InvalidArgumentError(
+                f"statekit supports SQLite and PostgreSQL, not {self.dialect!r}."
+            )
+        self.is_sqlite = self.dialect == "sqlite"
+        self._sql_cache: dict[str, str] = {}
+        self.ensure_schema()
+
+    # ------------------------------------------------------------ engine
+
+    def _create_engine(self, url: str) -> Engine:
+        u = make_url(url)
+        if u.get_backend_name() == "sqlite":
+            database = u.database
+            kwargs: dict[str, Any] = {}
+            if not database or database == ":memory:":
+                kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+            else:
+                _prepare_sqlite_file(Path(database))
+                kwargs = {"connect_args": {"check_same_thread": False, "timeout": 1.0}}
+            engine = sa.create_engine(u, **kwargs)
+            self._install_sqlite_hooks(engine, in_memory=not database or database == ":memory:")
+            return engine
+        if u.get_backend_name() == "postgresql":
+            return sa.create_engine(u, pool_pre_ping=True)
+        return sa.create_engine(u)
+
+    def _install_sqlite_hooks(self, engine: Engine, in_memory: bool) -> None:
+        sync = "FULL" if self.durability == "full" else "NORMAL"
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            if not in_memory:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={sync}")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            mode = "IMMEDIATE" if conn.info.get("statekit_write") else "DEFERRED"
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ transactions
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (no retry: see :meth:`run_write`)."""
+        with self.engine.connect() as conn:
+            conn.info["statekit_write"] = True
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info["statekit_write"] = False
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction: one consistent view of the store."""
+        with self.engine.connect() as conn:
+            conn.info["statekit_write"] = False
+            with conn.begin():
+                yield conn
+
+    def run_write(self, fn: Callable[[Connection, int], T]) -> T:
+        """Run ``fn(conn, attempt)`` in a write transaction, retrying lock and connection errors.
+
+        ``attempt`` counts from 0; a retried ``fn`` must check whether its
+        earlier attempt committed after all (the connection may have died
+        after the commit reached the server).
+        """
+        return self._retry(fn, write=True)
+
+    def run_read(self, fn: Callable[[Connection, int], T]) -> T:
+        return self._retry(fn, write=False)
+
+    def _retry(self, fn: Callable[[Connection, int], T], *, write: bool) -> T:
+        deadline = time.monotonic() + self.lock_timeout
+        attempt = 0
+        delay = 0.002
+        while True:
+            try:
+                with (self.write() if write else self.read()) as conn:
+                    return fn(conn, attempt)
+            except DBAPIError as exc:
+                if not self.is_retryable(exc) or time.monotonic() + delay > deadline:
+                    if self.is_retryable(exc):
+                        raise StatekitError(
+                            f"The store stayed busy for {self.lock_timeout:.0f} s "
+                            f"({_short(exc)}); try again, or raise lock_timeout."
+                        ) from exc
+                    raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.25)
+            attempt += 1
+
+    def is_retryable(self, exc: DBAPIError) -> bool:
+        if exc.connection_invalidated:
+            return True
+        if self.is_sqlite:
+            text = str(exc.orig).lower()
+            return "locked" in text or "busy" in text
+        code = getattr(exc.orig, "sqlstate", None) or ""
+        return code in ("40001", "40P01", "57P01", "57P02", "57P03") or code.startswith("08")
+
+    # ------------------------------------------------------------ raw SQL for hot paths
+
+    def sql(self, text: str) -> str:
+        """``text`` with ``:name`` parameters, in this driver's paramstyle."""
+        if self.is_sqlite:
+            return text
+        out = self._sql_cache.get(text)
+        if out is None:
+            out = re.sub(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)", r"%(\1)s", text)
+            self._sql_cache[text] = out
+        return out
+
+    @staticmethod
+    def cursor(conn: Connection) -> Any:
+        """The DBAPI cursor on this connection, inside its current transaction."""
+        return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+    def ts(self, value: datetime | None) -> Any:
+        """A timestamp as this driver stores it (naive-UTC text on SQLite, as SQLAlchemy does)."""
+        if value is None:
+            return None
+        if self.is_sqlite:
+            return value.astimezone(UTC).strftime(SQLITE_TS_FORMAT)
+        return value
+
+    def json_param(self, text: str) -> Any:
+        return text
+
+    def lock_for_save(self, cur: Any) -> None:
+        """On PostgreSQL, keep purge from deleting chunks this save reuses (shared lock)."""
+        if not self.is_sqlite:
+            cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PURGE_LOCK_KEY,))
+
+    def lock_for_purge(self, conn: Connection) -> None:
+        if not self.is_sqlite:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PURGE_LOCK_KEY})")
+
+    # ------------------------------------------------------------ schema
+
+    def ensure_schema(self) -> None:
+        """Create the tables in a new store, upgrade an older one, refuse a newer one."""
+
+        def work(conn: Connection, _attempt: int) -> None:
+            if not self.is_sqlite:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+            found = self._stored_version(conn)
+            if found is None:
+                models.SQLModel.metadata.create_all(conn, tables=ALL_TABLES)
+                conn.execute(
+                    models.meta_table.insert(),
+                    [{"key": "schema_version", "value": str(models.SCHEMA_VERSION)},
+                     {"key": "created_at", "value": utcnow().isoformat()}],
+                )
+                return
+            if found > models.SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"This store uses schema version {found}, newer than this statekit "
+                    f"understands ({models.SCHEMA_VERSION}). Upgrade statekit "
+                    "(pip install -U statekit) to open it; nothing was changed."
+                )
+            while found < models.SCHEMA_VERSION:
+                MIGRATIONS[found](conn)
+                found += 1
+                conn.execute(
+                    models.meta_table.update()
+                    .where(models.meta_table.c.key == "schema_version")
+                    .values(value=str(found))
+                )
+
+        self.run_write(work)
+
+    def _stored_version(self, conn: Connection) -> int | None:
+        if not sa.inspect(conn).has_table(models.meta_table.name):
+            return None
+        row = conn.execute(
+            sa.select(models.meta_table.c.value).where(models.meta_table.c.key == "schema_version")
+        ).first()
+        return int(row[0]) if row else None
+
+    def schema_version(self) -> int:
+        with self.read() as conn:
+            found = self._stored_version(conn)
+        return found or 0
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """Create the database file (and its folder) readable by its owner only."""
+    if path.exists():
+        return
+    parent = path.parent
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise InvalidArgumentError(f"Cannot create the store's folder {parent}: {exc.strerror}.") from None
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise InvalidArgumentError(f"Cannot create the store file {path}: {exc.strerror}.") from None
+
+
+def _short(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", exc)
+    return str(orig).strip().splitlines()[0][:200]

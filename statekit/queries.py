@@ -1,0 +1,120 @@
+"""Read-only listings as DataFrames (history, transitions, branches, entities); never read payloads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from .db import DatabaseManager, utcnow
+from .repository import META_COLUMNS
+
+HISTORY_COLUMNS = [
+    "version", "branch", "parent_version", "kind", "created_at", "actor", "message", "names",
+    "size_bytes", "new_bytes", "status", "state_type", "expires_at", "snapshot_id",
+    "parent_snapshot_id", "checksum", "metadata",
+]
+
+
+def _j(v: Any) -> Any:
+    return json.loads(v) if isinstance(v, str) else v
+
+
+def _times(frame: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    for c in cols:
+        frame[c] = pd.to_datetime(frame[c], utc=True, format="mixed")
+    return frame
+
+
+def history(db: DatabaseManager, entity_id: str, *, branch: str | None, include_expired: bool,
+            limit: int | None) -> pd.DataFrame:
+    sql = f"SELECT {META_COLUMNS} FROM state_snapshots WHERE entity_id = :e"
+    params: dict[str, Any] = {"e": entity_id}
+    if branch is not None:
+        sql += " AND branch = :b"
+        params["b"] = branch
+    if not include_expired:
+        sql += " AND (expires_at IS NULL OR expires_at > :now)"
+        params["now"] = db.ts(utcnow())
+    sql += " ORDER BY version"
+    if limit is not None:
+        sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) AS recent ORDER BY version"
+
+    def work(conn: Any, _a: int) -> list[tuple[Any, ...]]:
+        cur = db.cursor(conn)
+        cur.execute(db.sql(sql), params)
+        return cur.fetchall()
+
+    rows = db.run_read(work)
+    raw = pd.DataFrame.from_records(rows, columns=[
+        "snapshot_id", "entity_id", "version", "branch", "state_type", "parent_snapshot_id",
+        "parent_version", "checksum", "created_at", "expires_at", "status", "kind", "actor", "message",
+        "metadata", "names", "size_bytes", "new_bytes",
+    ])
+    raw["metadata"] = [_j(v) for v in raw["metadata"]]
+    raw["names"] = [_j(v) for v in raw["names"]]
+    raw["parent_version"] = raw["parent_version"].astype("Int64")
+    frame = _times(raw[HISTORY_COLUMNS].copy(), "created_at", "expires_at")
+    return frame.reset_index(drop=True)
+
+
+def transitions(db: DatabaseManager, entity_id: str | None) -> pd.DataFrame:
+    sql = (
+        "SELECT transition_id, entity_id, branch, transition_type, from_version, to_version, actor, reason, "
+        "timestamp, from_snapshot_id, to_snapshot_id, metadata FROM state_transitions"
+    )
+    params: dict[str, Any] = {}
+    if entity_id is not None:
+        sql += " WHERE entity_id = :e"
+        params["e"] = entity_id
+    sql += " ORDER BY timestamp, to_version"
+
+    def work(conn: Any, _a: int) -> list[tuple[Any, ...]]:
+        cur = db.cursor(conn)
+        cur.execute(db.sql(sql), params)
+        return cur.fetchall()
+
+    cols = ["transition_id", "entity_id", "branch", "transition_type", "from_version", "to_version", "actor",
+            "reason", "timestamp", "from_snapshot_id", "to_snapshot_id", "metadata"]
+    frame = pd.DataFrame.from_records(db.run_read(work), columns=cols)
+    frame["metadata"] = [_j(v) for v in frame["metadata"]]
+    for c in ("from_version", "to_version"):
+        frame[c] = frame[c].astype("Int64")
+    return _times(frame, "timestamp")
+
+
+def branches(db: DatabaseManager, entity_id: str) -> pd.DataFrame:
+    sql = ("SELECT name, head_version, base_version, head_snapshot_id, created_at FROM state_branches "
+           "WHERE entity_id = :e ORDER BY created_at, name")
+
+    def work(conn: Any, _a: int) -> list[tuple[Any, ...]]:
+        cur = db.cursor(conn)
+        cur.execute(db.sql(sql), {"e": entity_id})
+        return cur.fetchall()
+
+    frame = pd.DataFrame.from_records(
+        db.run_read(work), columns=["branch", "head_version", "base_version", "head_snapshot_id", "created_at"]
+    )
+    for c in ("head_version", "base_version"):
+        frame[c] = frame[c].astype("Int64")
+    return _times(frame, "created_at")
+
+
+def entities(db: DatabaseManager) -> pd.DataFrame:
+    sql = (
+        "SELECT e.entity_id, e.state_type, e.last_version, COUNT(s.snapshot_id), MAX(s.created_at), e.created_at "
+        "FROM state_entities e LEFT JOIN state_snapshots s ON s.entity_id = e.entity_id "
+        "GROUP BY e.entity_id, e.state_type, e.last_version, e.created_at ORDER BY e.entity_id"
+    )
+
+    def work(conn: Any, _a: int) -> list[tuple[Any, ...]]:
+        cur = db.cursor(conn)
+        cur.execute(sql)
+        return cur.fetchall()
+
+    frame = pd.DataFrame.from_records(
+        db.run_read(work),
+        columns=["entity_id", "state_type", "last_version", "snapshots", "updated_at", "created_at"],
+    )
+    return _times(frame, "updated_at", "created_at")

@@ -1,0 +1,256 @@
+"""The SQL of the hot paths: writing a snapshot, reading one, reading chunks.
+
+Each function runs inside a transaction the caller opened through
+:class:`DatabaseManager` and uses the driver's cursor directly, with
+statements written once here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .codecs import digest_of, dumps
+from .db import DatabaseManager, as_utc
+from .errors import IntegrityError
+from .models import SnapshotStatus, StateType, TransitionType
+from .snapshot import StateSnapshot, StateTransition
+
+SNAPSHOT_COLUMNS = (
+    "snapshot_id, entity_id, version, branch, state_type, parent_snapshot_id, parent_version, "
+    "checksum, created_at, expires_at, status, kind, actor, message, metadata, names, "
+    "size_bytes, new_bytes"
+)
+META_COLUMNS = SNAPSHOT_COLUMNS
+FULL_COLUMNS = SNAPSHOT_COLUMNS + ", state_data, items"
+
+
+def state_checksum(state_text: str, items_text: str) -> str:
+    """sha256 over the inline values and the descriptors of the others (which name their chunks)."""
+    h = hashlib.sha256(state_text.encode("utf-8"))
+    h.update(b"\n")
+    h.update(items_text.encode("utf-8"))
+    return h.hexdigest()
+
+
+def _j(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@dataclass
+class SnapshotRow:
+    """A snapshot's metadata plus its stored inline data and item descriptors."""
+
+    snapshot: StateSnapshot
+    state_data: dict[str, Any]
+    items: dict[str, Any]
+
+    def verify(self) -> None:
+        """Raise IntegrityError unless the stored checksum matches the stored content."""
+        actual = state_checksum(dumps(self.state_data), dumps(self.items))
+        if actual != self.snapshot.checksum:
+            s = self.snapshot
+            raise IntegrityError(
+                f"Snapshot {s.snapshot_id} ({s.entity_id!r} v{s.version}) is damaged: its checksum "
+                "does not match its content. Load an earlier version, or use "
+                "StateManager.last_intact() to find the newest good one.",
+                snapshot_id=s.snapshot_id, entity_id=s.entity_id, version=s.version,
+            )
+
+
+def snapshot_from_row(row: tuple[Any, ...]) -> StateSnapshot:
+    return StateSnapshot(
+        snapshot_id=row[0],
+        entity_id=row[1],
+        version=int(row[2]),
+        branch=row[3],
+        state_type=StateType(row[4]),
+        parent_snapshot_id=row[5],
+        parent_version=row[6],
+        checksum=row[7],
+        created_at=as_utc(row[8]),  # type: ignore[arg-type]
+        expires_at=as_utc(row[9]),
+        status=SnapshotStatus(row[10]),
+        kind=TransitionType(row[11]),
+        actor=row[12],
+        message=row[13],
+        metadata=_j(row[14]) or {},
+        names=tuple(_j(row[15]) or ()),
+        size_bytes=int(row[16] or 0),
+        new_bytes=int(row[17] or 0),
+    )
+
+
+def full_from_row(row: tuple[Any, ...]) -> SnapshotRow:
+    return SnapshotRow(snapshot_from_row(row), _j(row[18]), _j(row[19]))
+
+
+class Repository:
+    """Prepared statements for one database."""
+
+    def __init__(self, db: DatabaseManager):
+        self.db = db
+        q = db.sql
+        self.q_bump = q(
+            "UPDATE state_entities SET last_version = last_version + 1 "
+            "WHERE entity_id = :e RETURNING last_version, state_type"
+        )
+        self.q_new_entity = q(
+            "INSERT INTO state_entities (entity_id, state_type, last_version, created_at) "
+            "VALUES (:e, :t, 0, :now) ON CONFLICT (entity_id) DO NOTHING"
+        )
+        self.q_branch = q(
+            "SELECT head_snapshot_id, head_version FROM state_branches WHERE entity_id = :e AND name = :b"
+        )
+        self.q_insert_snapshot = q(
+            "INSERT INTO state_snapshots (snapshot_id, entity_id, version, branch, state_type, "
+            "parent_snapshot_id, parent_version, checksum, created_at, expires_at, status, kind, actor, "
+            "message, metadata, names, size_bytes, new_bytes, state_data, items) VALUES (:sid, :e, :v, :b, "
+            ":t, :psid, :pv, :checksum, :now, :exp, :status, :kind, :actor, :msg, :meta, :names, :size, "
+            ":new, :data, :items)"
+        )
+        self.q_insert_transition = q(
+            "INSERT INTO state_transitions (transition_id, entity_id, branch, from_snapshot_id, "
+            "to_snapshot_id, from_version, to_version, transition_type, actor, reason, timestamp, metadata) "
+            "VALUES (:tid, :e, :b, :fsid, :tsid, :fv, :tv, :kind, :actor, :reason, :now, :meta)"
+        )
+        self.q_move_branch = q(
+            "UPDATE state_branches SET head_snapshot_id = :sid, head_version = :v "
+            "WHERE entity_id = :e AND name = :b"
+        )
+        self.q_new_branch = q(
+            "INSERT INTO state_branches (entity_id, name, head_snapshot_id, head_version, base_version, "
+            "created_at) VALUES (:e, :b, :sid, :v, :base, :now)"
+        )
+        self.q_snapshot_by_id = q(f"SELECT {FULL_COLUMNS} FROM state_snapshots WHERE snapshot_id = :sid")
+        self.q_snapshot_by_version = q(
+            f"SELECT {FULL_COLUMNS} FROM state_snapshots WHERE entity_id = :e AND version = :v"
+        )
+        self.q_meta_by_version = q(
+            f"SELECT {META_COLUMNS} FROM state_snapshots WHERE entity_id = :e AND version = :v"
+        )
+        self.q_head = q(
+            f"SELECT {', '.join('s.' + c.strip() for c in FULL_COLUMNS.split(','))} "
+            "FROM state_branches b JOIN state_snapshots s ON s.snapshot_id = b.head_snapshot_id "
+            "WHERE b.entity_id = :e AND b.name = :b"
+        )
+        self.q_link = q("INSERT INTO state_snapshot_payloads (snapshot_id, digest) VALUES (:sid, :d)")
+        self.q_chunk = q(
+            "INSERT INTO state_payloads (digest, size, data) VALUES (:d, :n, :data) "
+            "ON CONFLICT (digest) DO NOTHING"
+        )
+        self.q_exists = q("SELECT 1 FROM state_snapshots WHERE snapshot_id = :sid")
+
+    # ------------------------------------------------------------ writing
+
+    def allocate_version(self, cur: Any, entity_id: str, state_type: str, now: datetime) -> tuple[int, str]:
+        """Take the entity's next version number (a row lock on PostgreSQL); create the entity if new."""
+        cur.execute(self.q_bump, {"e": entity_id})
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(self.q_new_entity, {"e": entity_id, "t": state_type, "now": self.db.ts(now)})
+            cur.execute(self.q_bump, {"e": entity_id})
+            row = cur.fetchone()
+        return int(row[0]), row[1]
+
+    def branch_head(self, cur: Any, entity_id: str, branch: str) -> tuple[str | None, int | None] | None:
+        cur.execute(self.q_branch, {"e": entity_id, "b": branch})
+        row = cur.fetchone()
+        return (row[0], row[1]) if row else None
+
+    def existing_digests(self, cur: Any, digests: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        wanted = list(digests)
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            marks = ", ".join(f":d{i}" for i in range(len(part)))
+            cur.execute(
+                self.db.sql(f"SELECT digest FROM state_payloads WHERE digest IN ({marks})"),
+                {f"d{i}": d for i, d in enumerate(part)},
+            )
+            found.update(r[0] for r in cur.fetchall())
+        return found
+
+    def write_chunks(self, cur: Any, chunks: dict[str, bytes]) -> None:
+        for digest, data in chunks.items():
+            cur.execute(self.q_chunk, {"d": digest, "n": len(data), "data": data})
+
+    def write_links(self, cur: Any, snapshot_id: str, digests: Iterable[str]) -> None:
+        rows = [{"sid": snapshot_id, "d": d} for d in sorted(set(digests))]
+        if rows:
+            cur.executemany(self.q_link, rows)
+
+    def insert_snapshot(self, cur: Any, params: dict[str, Any]) -> None:
+        cur.execute(self.q_insert_snapshot, params)
+
+    def insert_transition(self, cur: Any, t: StateTransition) -> None:
+        cur.execute(
+            self.q_insert_transition,
+            {
+                "tid": t.transition_id, "e": t.entity_id, "b": t.branch,
+                "fsid": t.from_snapshot_id, "tsid": t.to_snapshot_id,
+                "fv": t.from_version, "tv": t.to_version, "kind": t.transition_type.value,
+                "actor": t.actor, "reason": t.reason, "now": self.db.ts(t.timestamp),
+                "meta": dumps(t.metadata),
+            },
+        )
+
+    def set_head(self, cur: Any, entity_id: str, branch: str, snapshot_id: str, version: int,
+                 *, create: bool, base: int | None, now: datetime) -> None:
+        if create:
+            cur.execute(self.q_new_branch, {"e": entity_id, "b": branch, "sid": snapshot_id, "v": version,
+                                            "base": base, "now": self.db.ts(now)})
+        else:
+            cur.execute(self.q_move_branch, {"e": entity_id, "b": branch, "sid": snapshot_id, "v": version})
+
+    def snapshot_exists(self, cur: Any, snapshot_id: str) -> bool:
+        cur.execute(self.q_exists, {"sid": snapshot_id})
+        return cur.fetchone() is not None
+
+    # ------------------------------------------------------------ reading
+
+    def read_snapshot(self, cur: Any, entity_id: str, version: int | None, branch: str) -> SnapshotRow | None:
+        if version is None:
+            cur.execute(self.q_head, {"e": entity_id, "b": branch})
+        else:
+            cur.execute(self.q_snapshot_by_version, {"e": entity_id, "v": version})
+        row = cur.fetchone()
+        return full_from_row(row) if row else None
+
+    def read_snapshot_by_id(self, cur: Any, snapshot_id: str) -> SnapshotRow | None:
+        cur.execute(self.q_snapshot_by_id, {"sid": snapshot_id})
+        row = cur.fetchone()
+        return full_from_row(row) if row else None
+
+    def read_chunks(self, cur: Any, digests: list[str], owner: StateSnapshot) -> dict[str, bytes]:
+        """The chunks, each checked against its digest; a missing or damaged one raises IntegrityError."""
+        wanted = list(dict.fromkeys(digests))
+        out: dict[str, bytes] = {}
+        for start in range(0, len(wanted), 200):
+            part = wanted[start : start + 200]
+            marks = ", ".join(f":d{i}" for i in range(len(part)))
+            cur.execute(
+                self.db.sql(f"SELECT digest, data FROM state_payloads WHERE digest IN ({marks})"),
+                {f"d{i}": d for i, d in enumerate(part)},
+            )
+            for digest, data in cur.fetchall():
+                out[digest] = bytes(data) if not isinstance(data, bytes) else data
+        for d in wanted:
+            data = out.get(d)
+            if data is None:
+                raise _damaged(owner, f"its payload chunk {d[:12]}… is missing")
+            if digest_of(data) != d:
+                raise _damaged(owner, f"its payload chunk {d[:12]}… does not match its checksum")
+        return out
+
+
+def _damaged(s: StateSnapshot, what: str) -> IntegrityError:
+    return IntegrityError(
+        f"Snapshot {s.snapshot_id} ({s.entity_id!r} v{s.version}) is damaged: {what}. "
+        "Load an earlier version, or use StateManager.last_intact() to find the newest good one.",
+        snapshot_id=s.snapshot_id, entity_id=s.entity_id, version=s.version,
+    )

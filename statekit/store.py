@@ -1,0 +1,583 @@
+"""StateManager: what users call to save, load, branch, roll back and inspect states.
+
+A save encodes every value first (outside any transaction), then in one
+transaction takes the entity's next version number, checks the branch head
+(``expected_version``), writes the chunks the store lacks, the snapshot row,
+its chunk links, a transition and the new head, and commits. Nothing of a
+failed save is visible. Observers run after the commit.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from . import codecs, validate
+from .cache import CachedState, StateCache
+from .db import DatabaseManager, utcnow
+from .errors import ConflictError, InvalidArgumentError, NotFoundError
+from .metrics import Metrics
+from .models import (
+    DEFAULT_LIFETIMES,
+    MAIN_BRANCH,
+    SnapshotStatus,
+    StateType,
+    TransitionType,
+)
+from .observers import ObserverRegistry
+from .repository import Repository, SnapshotRow, state_checksum
+from .signing import SigningKey
+from .snapshot import StateEvent, StateSnapshot, StateTransition
+
+NEVER = "never"
+DEFAULT_STATE_TYPE = StateType.MEMORY_STATE
+"""A new entity's type when the save names none: it never expires."""
+
+
+class StateManager:
+    """A versioned state store on SQLite (default) or PostgreSQL.
+
+    ``url`` is any SQLAlchemy URL; without one, ``$STATEKIT_URL`` or the SQLite
+    file ``.statekit/state.db`` under the current directory. ``allow_pickle``
+    lets saves fall back to signed pickles for values no codec handles.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        db: DatabaseManager | None = None,
+        allow_pickle: bool = False,
+        actor: str | None = None,
+        cache_size: int = 256,
+        cache_bytes: int = 512 * 1024 * 1024,
+        durability: str = "full",
+        lock_timeout: float = 60.0,
+    ):
+        self.db = db if db is not None else DatabaseManager(url, durability=durability, lock_timeout=lock_timeout)
+        self.url = self.db.url
+        self.allow_pickle = bool(allow_pickle)
+        self.actor = actor or validate.default_actor()
+        self._repo = Repository(self.db)
+        self._cache = StateCache(cache_size, cache_bytes)
+        self._metrics = Metrics()
+        self._observers = ObserverRegistry()
+        self._key: SigningKey | None = None
+        self._key_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"StateManager({self.db.engine.url.render_as_string(hide_password=True)!r})"
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.db.dispose()
+
+    def __enter__(self) -> StateManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _signing_key(self) -> SigningKey:
+        with self._key_lock:
+            if self._key is None:
+                self._key = SigningKey.load()
+            return self._key
+
+    # ================================================================= saving
+
+    def save(
+        self,
+        entity_id: str,
+        state: Mapping[str, Any],
+        state_type: StateType | str | None = None,
+        *,
+        message: str | None = None,
+        actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        branch: str = MAIN_BRANCH,
+        expected_version: int | None = None,
+        expires_in: timedelta | float | str | None = None,
+        status: SnapshotStatus | str = SnapshotStatus.ACTIVE,
+        merge: bool = False,
+        allow_pickle: bool | None = None,
+    ) -> StateSnapshot:
+        """Save ``state`` (a mapping of names to values) as the next version on ``branch``.
+
+        ``expected_version`` is the head version this save must follow (0: the
+        branch must be empty); if someone else moved the head, ConflictError.
+        ``merge=True`` keeps the parent's values that ``state`` does not name,
+        without reading or copying their bytes. ``expires_in`` overrides the
+        state type's default lifetime (``"never"`` for none).
+        """
+        started = time.perf_counter()
+        try:
+            plan = self._plan(entity_id, state, state_type, message=message, actor=actor,
+                              metadata=metadata, branch=branch, expected_version=expected_version,
+                              expires_in=expires_in, status=status, merge=merge, allow_pickle=allow_pickle)
+            snap, transition = self.db.run_write(lambda conn, attempt: self._write(conn, attempt, plan))
+        except Exception:
+            self._metrics.record("save", time.perf_counter() - started, error=True)
+            raise
+        self._after_save(plan, snap, transition, started)
+        return snap
+
+    def save_many(
+        self,
+        states: Mapping[str, Mapping[str, Any]],
+        state_type: StateType | str | None = None,
+        *,
+        message: str | None = None,
+        actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        branch: str = MAIN_BRANCH,
+        expires_in: timedelta | float | str | None = None,
+        merge: bool = False,
+    ) -> dict[str, StateSnapshot]:
+        """Save several entities in one transaction: all of them or none."""
+        if not isinstance(states, Mapping):
+            raise InvalidArgumentError("save_many() takes a mapping of entity id to state.")
+        started = time.perf_counter()
+        plans = [
+            self._plan(eid, st, state_type, message=message, actor=actor, metadata=metadata, branch=branch,
+                       expected_version=None, expires_in=expires_in, status=SnapshotStatus.ACTIVE,
+                       merge=merge, allow_pickle=None)
+            for eid, st in states.items()
+        ]
+
+        def work(conn: Any, attempt: int) -> list[tuple[StateSnapshot, StateTransition]]:
+            return [self._write(conn, attempt, p) for p in plans]
+
+        results = self.db.run_write(work)
+        out = {}
+        for plan, (snap, transition) in zip(plans, results, strict=True):
+            self._after_save(plan, snap, transition, started, record=False)
+            out[plan.entity_id] = snap
+        self._metrics.record("save_many", time.perf_counter() - started)
+        return out
+
+    def _plan(self, entity_id: str, state: Any, state_type: Any, *, message: Any, actor: Any,
+              metadata: Any, branch: Any, expected_version: Any, expires_in: Any, status: Any,
+              merge: bool, allow_pickle: bool | None) -> _SavePlan:
+        entity_id = validate.identifier(entity_id, "entity_id")
+        branch = validate.identifier(branch, "branch")
+        st = validate.state_type(state_type)
+        if not isinstance(state, Mapping):
+            raise InvalidArgumentError(
+                f"state must be a mapping of names to values (a dict), not {type(state).__name__}."
+            )
+        names = [validate.item_name(n) for n in state]
+        pickle_ok = self.allow_pickle if allow_pickle is None else bool(allow_pickle)
+        encoded = [codecs.encode_item(n, state[n], allow_pickle=pickle_ok, key=self._signing_key) for n in names]
+        return _SavePlan(
+            entity_id=entity_id,
+            branch=branch,
+            state_type=st,
+            encoded=encoded,
+            message=validate.optional_text(message, "message"),
+            actor=validate.optional_text(actor, "actor") or self.actor,
+            metadata=validate.json_mapping(metadata, "metadata"),
+            expected_version=validate.optional_version(expected_version, "expected_version", allow_zero=True),
+            expires_in=_lifetime(expires_in),
+            status=SnapshotStatus(validate.enum_value(status, SnapshotStatus, "status")),
+            merge=bool(merge),
+            snapshot_id=uuid.uuid4().hex,
+            transition_id=uuid.uuid4().hex,
+        )
+
+    def _write(self, conn: Any, attempt: int, plan: _SavePlan) -> tuple[StateSnapshot, StateTransition]:
+        repo = self._repo
+        cur = self.db.cursor(conn)
+        if attempt and repo.snapshot_exists(cur, plan.snapshot_id):  # the earlier attempt did commit
+            row = repo.read_snapshot_by_id(cur, plan.snapshot_id)
+            assert row is not None
+            return self._attach(row.snapshot), plan.transition(row.snapshot)
+        now = utcnow()
+        version, entity_type = repo.allocate_version(cur, plan.entity_id, plan.resolved_type(), now)
+        if plan.state_type is not None and entity_type != plan.state_type.value:
+            raise InvalidArgumentError(
+                f"Entity {plan.entity_id!r} holds {entity_type} snapshots, not {plan.state_type.value}; "
+                "use another entity id for a different kind of state."
+            )
+        head = repo.branch_head(cur, plan.entity_id, plan.branch)
+        if head is None and version != 1:
+            raise NotFoundError(
+                f"Entity {plan.entity_id!r} has no branch {plan.branch!r}; "
+                f"create it with create_branch({plan.entity_id!r}, {plan.branch!r})."
+            )
+        head_id, head_version = head if head else (None, None)
+        if plan.expected_version is not None and (head_version or 0) != plan.expected_version:
+            raise ConflictError(
+                f"{plan.entity_id!r} on {plan.branch!r} is at version {head_version or 0}, not "
+                f"{plan.expected_version}: someone else saved first. Load the head and try again.",
+                expected=plan.expected_version, actual=head_version or 0,
+            )
+        state_data: dict[str, Any] = {}
+        items: dict[str, Any] = {}
+        names: list[str] = []
+        if plan.copy_from is not None:  # a rollback: the target's content, by reference
+            source = plan.copy_from(cur)
+            names.extend(source.snapshot.names)
+            state_data.update(source.state_data)
+            items.update(source.items)
+        elif plan.merge and head_id is not None:
+            parent = repo.read_snapshot_by_id(cur, head_id)
+            if parent is not None:
+                parent.verify()
+                given = {e.name for e in plan.encoded}
+                for n in parent.snapshot.names:
+                    if n in given:
+                        continue
+                    names.append(n)
+                    if n in parent.state_data:
+                        state_data[n] = parent.state_data[n]
+                    else:
+                        items[n] = parent.items[n]
+        chunks: dict[str, bytes] = {}
+        size = 0
+        for e in plan.encoded:
+            names.append(e.name)
+            if e.inline:
+                state_data[e.name] = e.value
+            else:
+                items[e.name] = {**e.descriptor, "size": e.size}
+                chunks.update(e.chunks)
+        plan.has_items = bool(items)
+        all_digests = {d for desc in items.values() for d in desc.get("chunks", ())}
+        new_bytes = 0
+        if all_digests:
+            self.db.lock_for_save(cur)
+            have = repo.existing_digests(cur, chunks) if chunks else set()
+            missing = {d: b for d, b in chunks.items() if d not in have}
+            repo.write_chunks(cur, missing)
+            new_bytes = sum(len(b) for b in missing.values())
+            plan.deduplicated = sum(len(b) for d, b in chunks.items() if d in have)
+        state_text = codecs.dumps(state_data)
+        items_text = codecs.dumps(items)
+        size = len(state_text.encode("utf-8")) + sum(e.size for e in plan.encoded if not e.inline)
+        lifetime = DEFAULT_LIFETIMES.get(StateType(entity_type)) if plan.expires_in is _DEFAULT else plan.expires_in
+        expires_at = now + lifetime if lifetime is not None else None
+        kind = TransitionType.CREATE if version == 1 else (plan.kind or TransitionType.UPDATE)
+        repo.insert_snapshot(cur, {
+            "sid": plan.snapshot_id, "e": plan.entity_id, "v": version, "b": plan.branch,
+            "t": entity_type, "psid": head_id, "pv": head_version,
+            "checksum": state_checksum(state_text, items_text), "now": self.db.ts(now),
+            "exp": self.db.ts(expires_at), "status": plan.status.value, "kind": kind.value,
+            "actor": plan.actor, "msg": plan.message, "meta": codecs.dumps(plan.metadata),
+            "names": codecs.dumps(names), "size": size, "new": new_bytes + len(state_text),
+            "data": state_text, "items": items_text,
+        })
+        if all_digests:
+            repo.write_links(cur, plan.snapshot_id, all_digests)
+        snap = StateSnapshot(
+            snapshot_id=plan.snapshot_id, entity_id=plan.entity_id, version=version, branch=plan.branch,
+            state_type=StateType(entity_type), parent_snapshot_id=head_id, parent_version=head_version,
+            checksum=state_checksum(state_text, items_text), created_at=now, expires_at=expires_at,
+            status=plan.status, kind=kind, actor=plan.actor, message=plan.message,
+            metadata=dict(plan.metadata), names=tuple(names), size_bytes=size,
+            new_bytes=new_bytes + len(state_text),
+        )
+        transition = plan.transition(snap)
+        repo.insert_transition(cur, transition)
+        repo.set_head(cur, plan.entity_id, plan.branch, plan.snapshot_id, version,
+                      create=head is None, base=None, now=now)
+        plan.inline_text = state_text
+        return self._attach(snap), transition
+
+    def _after_save(self, plan: _SavePlan, snap: StateSnapshot, transition: StateTransition,
+                    started: float, record: bool = True) -> None:
+        self._metrics.add("bytes_written", snap.new_bytes)
+        self._metrics.add("bytes_deduplicated", plan.deduplicated)
+        if not plan.has_items and plan.inline_text is not None:
+            # inline-only states are cached as their JSON text: immutable, so safe
+            self._cache.put(CachedState(snap, snap.names, plan.inline_text, {}, len(plan.inline_text)))
+        if record:
+            self._metrics.record("save", time.perf_counter() - started)
+        self._notify(StateEvent(transition.transition_type, snap.entity_id, snap.state_type, snap, transition))
+
+    def _notify(self, event: StateEvent) -> None:
+        if len(self._observers):
+            failures = self._observers.notify(event)
+            if failures:
+                self._metrics.add("observer_errors", failures)
+
+    # ================================================================= loading
+
+    def load(
+        self,
+        entity_id: str,
+        version: int | None = None,
+        *,
+        branch: str | None = None,
+        names: Iterable[str] | None = None,
+        include_expired: bool = False,
+    ) -> dict[str, Any]:
+        """The state of ``version`` (default: the head of ``branch``, default main) as a dict."""
+        started = time.perf_counter()
+        try:
+            entity_id = validate.identifier(entity_id, "entity_id")
+            version = validate.optional_version(version, "version")
+            branch = validate.identifier(branch or MAIN_BRANCH, "branch")
+            only = set(validate.item_names(names)) if names is not None else None
+            if version is not None:
+                sid = self._cache.lookup_version(entity_id, version)
+                if sid is not None:
+                    hit = self._cache.get(sid)
+                    if hit is not None and (include_expired or _alive(hit.snapshot)):
+                        state = hit.materialize(only)
+                        self._metrics.record("load_cached", time.perf_counter() - started)
+                        return state
+            state = self.db.run_read(
+                lambda conn, _a: self._read_state(conn, entity_id, version, branch, only, include_expired)
+            )
+        except Exception:
+            self._metrics.record("load", time.perf_counter() - started, error=True)
+            raise
+        self._metrics.record("load", time.perf_counter() - started)
+        return state
+
+    def load_many(self, entity_ids: Iterable[str], *, branch: str | None = None) -> dict[str, dict[str, Any]]:
+        """The heads of several entities, read in one transaction."""
+        ids = [validate.identifier(e, "entity_id") for e in entity_ids]
+        b = validate.identifier(branch or MAIN_BRANCH, "branch")
+        return self.db.run_read(
+            lambda conn, _a: {e: self._read_state(conn, e, None, b, None, False) for e in ids}
+        )
+
+    def _read_state(self, conn: Any, entity_id: str, version: int | None, branch: str,
+                    only: set[str] | None, include_expired: bool) -> dict[str, Any]:
+        cur = self.db.cursor(conn)
+        row = self._repo.read_snapshot(cur, entity_id, version, branch)
+        if row is None:
+            raise self._not_found(cur, entity_id, version, branch)
+        snap = row.snapshot
+        if not include_expired and not _alive(snap):
+            raise NotFoundError(
+                f"{entity_id!r} v{snap.version} expired at {snap.expires_at:%Y-%m-%d %H:%M} UTC; "
+                "pass include_expired=True to read it until it is purged."
+            )
+        hit = self._cache.get(snap.snapshot_id)
+        if hit is not None:
+            return hit.materialize(only)
+        entry = self._decode(cur, row)
+        self._cache.put(entry)
+        return entry.materialize(only)
+
+    def _decode(self, cur: Any, row: SnapshotRow) -> CachedState:
+        row.verify()
+        snap = row.snapshot
+        values: dict[str, Any] = {}
+        nbytes = 0
+
+        def read(digests: list[str]) -> dict[str, bytes]:
+            return self._repo.read_chunks(cur, digests, snap)
+
+        for name, desc in row.items.items():
+            try:
+                values[name] = codecs.decode_item(desc, read, self._signing_key)
+            except codecs.IntegrityError as exc:
+                if exc.snapshot_id is None:
+                    exc.snapshot_id, exc.entity_id, exc.version = snap.snapshot_id, snap.entity_id, snap.version
+                    exc.args = (f"Snapshot {snap.snapshot_id} ({snap.entity_id!r} v{snap.version}), "
+                                f"value {name!r}: {exc.args[0]}",)
+                raise
+        inline_text = codecs.dumps(row.state_data)
+        return CachedState(snap, snap.names, inline_text, values, max(snap.size_bytes, len(inline_text)))
+
+    def _not_found(self, cur: Any, entity_id: str, version: int | None, branch: str) -> NotFoundError:
+        cur.execute(self.db.sql("SELECT last_version FROM state_entities WHERE entity_id = :e"), {"e": entity_id})
+        row = cur.fetchone()
+        if row is None:
+            return NotFoundError(f"No entity {entity_id!r} in this store; see StateManager.entities().")
+        if version is None:
+            return NotFoundError(f"Entity {entity_id!r} has no branch {branch!r}; see branches({entity_id!r}).")
+        return NotFoundError(
+            f"Entity {entity_id!r} has no version {version} (versions run 1 to {row[0]}, "
+            "unless some expired); see history()."
+        )
+
+    def get(self, entity_id: str, version: int | None = None, *, branch: str | None = None,
+            include_expired: bool = False) -> StateSnapshot:
+        """A snapshot's metadata now; its ``state`` is loaded on first access."""
+        entity_id = validate.identifier(entity_id, "entity_id")
+        version = validate.optional_version(version, "version")
+        b = validate.identifier(branch or MAIN_BRANCH, "branch")
+
+        def work(conn: Any, _a: int) -> StateSnapshot:
+            cur = self.db.cursor(conn)
+            row = self._repo.read_snapshot(cur, entity_id, version, b)
+            if row is None:
+                raise self._not_found(cur, entity_id, version, b)
+            if not include_expired and not _alive(row.snapshot):
+                raise NotFoundError(f"{entity_id!r} v{row.snapshot.version} has expired.")
+            return self._attach(row.snapshot)
+
+        return self.db.run_read(work)
+
+    def _attach(self, snap: StateSnapshot) -> StateSnapshot:
+        object.__setattr__(
+            snap, "_loader",
+            lambda: self.load(snap.entity_id, snap.version, include_expired=True),
+        )
+        return snap
+
+    def head_version(self, entity_id: str, branch: str | None = None) -> int | None:
+        """The version at the head of ``branch`` (None when the entity or branch does not exist)."""
+        entity_id = validate.identifier(entity_id, "entity_id")
+        b = validate.identifier(branch or MAIN_BRANCH, "branch")
+
+        def work(conn: Any, _a: int) -> int | None:
+            head = self._repo.branch_head(self.db.cursor(conn), entity_id, b)
+            return head[1] if head else None
+
+        return self.db.run_read(work)
+
+    # ================================================================= history
+
+    def history(self, entity_id: str, *, branch: str | None = None, include_expired: bool = False,
+                limit: int | None = None) -> pd.DataFrame:
+        """One row per version (newest last); never reads payloads."""
+        from . import queries
+
+        entity_id = validate.identifier(entity_id, "entity_id")
+        started = time.perf_counter()
+        frame = queries.history(self.db, entity_id, branch=branch, include_expired=include_expired, limit=limit)
+        self._metrics.record("history", time.perf_counter() - started)
+        return frame
+
+    def transitions(self, entity_id: str | None = None) -> pd.DataFrame:
+        """The audit trail: one row per change, oldest first."""
+        from . import queries
+
+        eid = validate.identifier(entity_id, "entity_id") if entity_id is not None else None
+        return queries.transitions(self.db, eid)
+
+    def branches(self, entity_id: str) -> pd.DataFrame:
+        """One row per branch: its name, head version and where it started."""
+        from . import queries
+
+        return queries.branches(self.db, validate.identifier(entity_id, "entity_id"))
+
+    def entities(self) -> pd.DataFrame:
+        """One row per entity: its type, number of versions, and last change."""
+        from . import queries
+
+        return queries.entities(self.db)
+
+    # ================================================================= branches and rollback
+
+    def create_branch(self, entity_id: str, name: str, from_version: int | None = None, *,
+                      actor: str | None = None, reason: str | None = None) -> StateSnapshot:
+        """Start branch ``name`` at ``from_version`` (default: the head of main). Returns its head."""
+        from . import history_ops
+
+        return history_ops.create_branch(self, entity_id, name, from_version, actor=actor, reason=reason)
+
+    def rollback(self, entity_id: str, version: int | None = None, *, reason: str | None = None,
+                 actor: str | None = None, branch: str | None = None) -> StateSnapshot:
+        """Make a new version on ``branch`` whose state equals ``version``'s (default: the previous one).
+
+        Nothing is deleted: the rolled-back versions stay in the history, and a
+        rollback transition records who did it and why.
+        """
+        from . import history_ops
+
+        return history_ops.rollback(self, entity_id, version, reason=reason, actor=actor, branch=branch)
+
+    def diff(self, entity_id: str, a: int | None = None, b: int | None = None, *,
+             branch: str | None = None) -> pd.DataFrame:
+        """What changed from version ``a`` to ``b`` (default: head and its parent), one row per item."""
+        from . import history_ops
+
+        return history_ops.diff(self, entity_id, a, b, branch=branch)
+
+    # ================================================================= observers and metrics
+
+    def subscribe(self, callback: Callable[[StateEvent], object], state_type: StateType | str | None = None,
+                  entity_id: str | None = None) -> Callable[[], None]:
+        """Call ``callback(event)`` after each committed change; returns a function that unsubscribes."""
+        return self._observers.subscribe(callback, state_type, entity_id)
+
+    def metrics(self, *, as_frame: bool = False) -> dict[str, Any] | pd.DataFrame:
+        """Operation counts and latencies, cache hit rate, bytes written and deduplicated."""
+        d = self._metrics.as_dict(self._cache.stats())
+        return Metrics.as_frame(d) if as_frame else d
+
+    @property
+    def cache(self) -> StateCache:
+        return self._cache
+
+
+class _SavePlan:
+    """Everything a save needs, computed before the transaction opens."""
+
+    def __init__(self, *, entity_id: str, branch: str, state_type: StateType | None,
+                 encoded: list[codecs.EncodedItem], message: str | None, actor: str,
+                 metadata: dict[str, Any], expected_version: int | None, expires_in: Any,
+                 status: SnapshotStatus, merge: bool, snapshot_id: str, transition_id: str):
+        self.entity_id = entity_id
+        self.branch = branch
+        self.state_type = state_type
+        self.encoded = encoded
+        self.message = message
+        self.actor = actor
+        self.metadata = metadata
+        self.expected_version = expected_version
+        self.status = status
+        self.merge = merge
+        self.snapshot_id = snapshot_id
+        self.transition_id = transition_id
+        self.kind: TransitionType | None = None
+        self.copy_from: Callable[[Any], SnapshotRow] | None = None
+        self.reason: str | None = None
+        self.transition_meta: dict[str, Any] = {}
+        self.deduplicated = 0
+        self.inline_text: str | None = None
+        self.expires_in = expires_in  # _DEFAULT: the entity's type decides
+        self.has_items = False
+
+    def resolved_type(self) -> str:
+        return (self.state_type or DEFAULT_STATE_TYPE).value
+
+    def transition(self, snap: StateSnapshot) -> StateTransition:
+        return StateTransition(
+            transition_id=self.transition_id, entity_id=snap.entity_id, branch=snap.branch,
+            transition_type=snap.kind, from_snapshot_id=snap.parent_snapshot_id,
+            to_snapshot_id=snap.snapshot_id, from_version=snap.parent_version, to_version=snap.version,
+            actor=snap.actor, reason=self.reason if self.reason is not None else snap.message,
+            timestamp=snap.created_at, metadata=dict(self.transition_meta),
+        )
+
+
+_DEFAULT = object()
+
+
+def _lifetime(expires_in: Any) -> Any:
+    if expires_in is None:
+        return _DEFAULT
+    if expires_in == NEVER or expires_in is False:
+        return None
+    if isinstance(expires_in, timedelta):
+        seconds = expires_in.total_seconds()
+    elif isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
+        seconds = float(expires_in)
+    else:
+        raise InvalidArgumentError(
+            f"expires_in must be a timedelta, a number of seconds or 'never', not {expires_in!r}."
+        )
+    if math.isnan(seconds) or seconds < 0:
+        raise InvalidArgumentError(f"expires_in must not be negative, got {expires_in!r}.")
+    if math.isinf(seconds):
+        return None
+    return timedelta(seconds=seconds)
+
+
+def _alive(snap: StateSnapshot, now: datetime | None = None) -> bool:
+    return snap.expires_at is None or snap.expires_at > (now or utcnow())
