@@ -45,6 +45,7 @@ INLINE_JSON_LIMIT = 256 * 1024
 """Plain JSON larger than this (encoded) is stored as content-addressed chunks."""
 
 TAG = "__sk__"
+PLACEHOLDER = "__statekit_placeholder__"
 ChunkReader = Callable[[list[str]], dict[str, bytes]]
 
 
@@ -135,7 +136,10 @@ def _x_encode(v: Any, depth: int = 0) -> Any:
     if t is uuid.UUID:
         return {TAG: "uuid", "v": str(v)}
     if t is dt.datetime:
-        return {TAG: "datetime", "v": v.isoformat(), "tz": _tz_key(v.tzinfo)}
+        key = _tz_key(v.tzinfo)
+        if key:  # wall time, fold and zone name: exact even inside a DST gap or overlap
+            return {TAG: "datetime", "v": v.replace(tzinfo=None).isoformat(), "tz": key, "fold": v.fold}
+        return {TAG: "datetime", "v": v.isoformat(), "tz": None, "fold": v.fold}
     if t is dt.date:
         return {TAG: "date", "v": v.isoformat()}
     if t is dt.time:
@@ -190,8 +194,8 @@ def _x_decode(v: Any) -> Any:
     if tag == "uuid":
         return uuid.UUID(p)
     if tag == "datetime":
-        out = dt.datetime.fromisoformat(p)
-        return out.astimezone(zoneinfo.ZoneInfo(v["tz"])) if v.get("tz") else out
+        out = dt.datetime.fromisoformat(p).replace(fold=v.get("fold", 0))
+        return out.replace(tzinfo=zoneinfo.ZoneInfo(v["tz"])) if v.get("tz") else out
     if tag == "date":
         return dt.date.fromisoformat(p)
     if tag == "time":
@@ -231,17 +235,21 @@ def _chunk_ipc(arr: pa.Array, fld: pa.Field) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _object_column_fixup(name: Any, s: pd.Series) -> str | None:
-    """Check an object column holds only strings (or bytes) and say how its nulls come back."""
+def _object_column_fixup(name: Any, s: pd.Series) -> str:
+    """Check an object column holds only strings (or bytes); say how its missing values come back.
+
+    Arrow gives strings back as pandas' string dtype: the fixup restores ``object``
+    with the original kind of missing value (None or NaN).
+    """
     kind = pd.api.types.infer_dtype(s, skipna=True)
     if kind not in ("string", "bytes", "empty"):
         raise TypeError(f"column {name!r} holds {kind} Python objects, which Arrow cannot round-trip exactly")
     mask = s.isna().to_numpy()
     if not mask.any():
-        return None
+        return "none"
     nulls = s[mask]
     if all(x is None for x in nulls):
-        return None if kind != "empty" else "none"
+        return "none"
     if all(type(x) is float for x in nulls):
         return "nan"
     raise TypeError(f"column {name!r} mixes None and NaN as missing values")
@@ -251,16 +259,22 @@ def _encode_frame(df: pd.DataFrame, kind: str, series_name: Any) -> tuple[dict[s
     if not df.columns.is_unique:
         raise TypeError("the DataFrame has duplicate column names")
     fixups: dict[str, str] = {}
+    strings: dict[str, list[Any]] = {}
     for pos in range(df.shape[1]):
         col = df.iloc[:, pos]
+        if isinstance(col.dtype, pd.StringDtype):  # Arrow restores the default storage: keep the original
+            na = col.dtype.na_value
+            strings[str(pos)] = [col.dtype.storage, "nan" if isinstance(na, float) else "NA"]
         if col.dtype == object:
-            fix = _object_column_fixup(df.columns[pos], col)
-            if fix:
-                fixups[str(pos)] = fix
+            fixups[str(pos)] = _object_column_fixup(df.columns[pos], col)
     for level in range(df.index.nlevels):
         idx = df.index.get_level_values(level)
         if idx.dtype == object and pd.api.types.infer_dtype(idx, skipna=False) not in ("string", "bytes", "empty"):
             raise TypeError("the index holds Python objects that Arrow cannot round-trip exactly")
+    placeholder: str | None = None
+    if df.shape[1] == 0:
+        placeholder = "range" if isinstance(df.columns, pd.RangeIndex) else str(df.columns.dtype)  # Arrow cannot count the rows of a table without columns
+        df = df.assign(**{PLACEHOLDER: np.zeros(len(df), dtype=np.int8)})
     table = pa.Table.from_pandas(df, preserve_index=None)
     schema_bytes = table.schema.serialize().to_pybytes()
     chunks: dict[str, bytes] = {}
@@ -285,6 +299,8 @@ def _encode_frame(df: pd.DataFrame, kind: str, series_name: Any) -> tuple[dict[s
         "schema": schema_digest,
         "columns": columns,
         "fixups": fixups,
+        "strings": strings,
+        "placeholder": placeholder,
     }
     if kind == "series":
         desc["series_name"] = _x_encode(series_name)
@@ -308,6 +324,15 @@ def _decode_frame(desc: Mapping[str, Any], read: ChunkReader) -> Any:
         p = int(pos)
         col = df.iloc[:, p].astype(object)
         df.isetitem(p, col.where(col.notna(), np.nan if fix == "nan" else None))
+    if desc.get("placeholder"):
+        df = df.drop(columns=[PLACEHOLDER])
+        kind = desc["placeholder"]
+        df.columns = pd.RangeIndex(0) if kind == "range" else pd.Index([], dtype=kind)
+    for pos, (storage, na) in desc.get("strings", {}).items():
+        p = int(pos)
+        want = pd.StringDtype(storage, na_value=np.nan if na == "nan" else pd.NA)
+        if df.dtypes.iloc[p] != want:
+            df.isetitem(p, df.iloc[:, p].astype(want))
     if desc["kind"] == "series":
         s = df.iloc[:, 0]
         s.name = _x_decode(desc["series_name"])

@@ -10,6 +10,7 @@ failed save is visible. Observers run after the commit.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import uuid
@@ -107,6 +108,7 @@ class StateManager:
         expires_in: timedelta | float | str | None = None,
         status: SnapshotStatus | str = SnapshotStatus.ACTIVE,
         merge: bool = False,
+        drop: Iterable[str] = (),
         allow_pickle: bool | None = None,
     ) -> StateSnapshot:
         """Save ``state`` (a mapping of names to values) as the next version on ``branch``.
@@ -114,7 +116,7 @@ class StateManager:
         ``expected_version`` is the head version this save must follow (0: the
         branch must be empty); if someone else moved the head, ConflictError.
         ``merge=True`` keeps the parent's values that ``state`` does not name,
-        without reading or copying their bytes. ``expires_in`` overrides the
+        without reading or copying their bytes, except those listed in ``drop``. ``expires_in`` overrides the
         state type's default lifetime (``"never"`` for none).
         """
         started = time.perf_counter()
@@ -122,6 +124,7 @@ class StateManager:
             plan = self._plan(entity_id, state, state_type, message=message, actor=actor,
                               metadata=metadata, branch=branch, expected_version=expected_version,
                               expires_in=expires_in, status=status, merge=merge, allow_pickle=allow_pickle)
+            plan.drop = set(validate.item_names(drop))
             snap, transition = self.db.run_write(lambda conn, attempt: self._write(conn, attempt, plan))
         except Exception:
             self._metrics.record("save", time.perf_counter() - started, error=True)
@@ -231,7 +234,7 @@ class StateManager:
             parent = repo.read_snapshot_by_id(cur, head_id)
             if parent is not None:
                 parent.verify()
-                given = {e.name for e in plan.encoded}
+                given = {e.name for e in plan.encoded} | plan.drop
                 for n in parent.snapshot.names:
                     if n in given:
                         continue
@@ -498,6 +501,41 @@ class StateManager:
 
         return history_ops.diff(self, entity_id, a, b, branch=branch)
 
+    # ================================================================= operating a store
+
+    def verify(self, entity_id: str | None = None) -> pd.DataFrame:
+        """Check every checksum, parent link, branch head and payload reference.
+
+        Returns one row per problem found; an empty DataFrame means the store is healthy.
+        """
+        from . import maintenance
+
+        return maintenance.verify(self, entity_id)
+
+    def last_intact(self, entity_id: str, *, branch: str | None = None) -> StateSnapshot:
+        """The newest version of ``entity_id`` whose checksums and payload all verify."""
+        from . import maintenance
+
+        return maintenance.last_intact(self, entity_id, branch=branch)
+
+    def purge_expired(self, *, now: datetime | None = None) -> pd.DataFrame:
+        """Remove expired snapshots and the payload chunks only they used; returns what was removed."""
+        from . import maintenance
+
+        return maintenance.purge_expired(self, now=now)
+
+    def backup(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Write a consistent, self-contained backup file while other writers keep saving."""
+        from . import backup
+
+        return backup.backup(self, path)
+
+    def restore(self, path: str | os.PathLike[str], *, merge: bool = False) -> dict[str, Any]:
+        """Load a backup file into this store (which must be empty unless ``merge=True``)."""
+        from . import backup
+
+        return backup.restore(self, path, merge=merge)
+
     # ================================================================= observers and metrics
 
     def subscribe(self, callback: Callable[[StateEvent], object], state_type: StateType | str | None = None,
@@ -542,6 +580,7 @@ class _SavePlan:
         self.inline_text: str | None = None
         self.expires_in = expires_in  # _DEFAULT: the entity's type decides
         self.has_items = False
+        self.drop: set[str] = set()
 
     def resolved_type(self) -> str:
         return (self.state_type or DEFAULT_STATE_TYPE).value

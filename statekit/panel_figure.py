@@ -1,0 +1,306 @@
+"""The state panel's timeline: history metadata -> plotly traces.
+
+Kept apart from the widget wiring so it can be built and checked without any
+widget: it reads only ``history()``, ``transitions()`` and ``branches()``
+frames (metadata, never payloads). Time runs along x (UTC), each branch is a
+lane on y, each version a marker coloured by its kind. Grey lines join parent
+and child (so a branch's first version visibly leaves its base lane), a
+diamond marks where a branch was created, and a dashed line runs from a
+rollback's target to the version the rollback made.
+
+The traces come in a fixed order, so the panel can refresh a live figure in
+place (one message to the browser) and keep the user's zoom (``uirevision``).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .models import MAIN_BRANCH
+
+KIND_COLOURS: dict[str, str] = {
+    "create": "#2ca02c",
+    "update": "#1f77b4",
+    "rollback": "#d62728",
+    "branch": "#9467bd",
+    "restore": "#17becf",
+    "recover": "#8c564b",
+    "expire": "#7f7f7f",
+}
+"""One fixed colour per kind of transition, so colours mean the same in every panel."""
+OTHER_COLOUR = "#000000"
+
+GL_THRESHOLD = 500
+"""Above this many versions the markers are drawn with WebGL (Scattergl) to stay fluid."""
+MAX_LABELS = 30
+"""At most about this many ``vN`` labels are written on the chart; hover shows every version."""
+
+EDGES, ROLLBACKS, BRANCH_POINTS, MARKERS, SELECTION = range(5)
+"""Trace indexes; legend-only traces for each kind present follow SELECTION."""
+
+
+def human_size(n: Any) -> str:
+    """Bytes as people read them: 512 B, 1.2 kB, 3.4 MB."""
+    try:
+        value = float(n)
+    except (TypeError, ValueError):
+        return "?"
+    if math.isnan(value):
+        return "?"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"  # pragma: no cover - the loop always returns
+
+
+def _text(v: Any) -> str | None:
+    """A cell as text, None for missing values (history has NaN where a message is None)."""
+    if v is None:
+        return None
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(v)
+
+
+def _utc(ts: Any) -> pd.Timestamp:
+    """A naive UTC timestamp: plotly.js reads offsets in date strings badly, so the axis is plain UTC."""
+    t = pd.Timestamp(ts)
+    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
+
+
+@dataclass
+class Timeline:
+    """Everything the chart shows, as plain lists (easy to check in tests)."""
+
+    lanes: list[str] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    x: list[pd.Timestamp] = field(default_factory=list)
+    y: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    hover: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    edges: list[tuple[int, int]] = field(default_factory=list)
+    """(parent, child) version pairs drawn as solid lines (through a branch point where there is one)."""
+    rollbacks: list[tuple[int, int]] = field(default_factory=list)
+    """(target, new) version pairs drawn dashed."""
+    branch_points: list[dict[str, Any]] = field(default_factory=list)
+    heads: dict[str, int] = field(default_factory=dict)
+
+    def position(self, version: int) -> tuple[pd.Timestamp, str] | None:
+        try:
+            i = self.versions.index(version)
+        except ValueError:
+            return None
+        return self.x[i], self.y[i]
+
+
+def build_timeline(history: pd.DataFrame, transitions: pd.DataFrame | None = None,
+                   branches: pd.DataFrame | None = None) -> Timeline:
+    """Turn an entity's history (all branches), transitions and branches into a Timeline."""
+    tl = Timeline()
+    hist = history.sort_values("version") if len(history) else history
+    branch_rows = branches if branches is not None else pd.DataFrame(
+        columns=["branch", "head_version", "base_version", "created_at"])
+    lanes = [MAIN_BRANCH] if (MAIN_BRANCH in set(hist.get("branch", [])) or
+                              MAIN_BRANCH in set(branch_rows["branch"])) else []
+    for b in [*branch_rows["branch"], *hist.get("branch", [])]:
+        if b not in lanes:
+            lanes.append(b)
+    tl.lanes = lanes
+    for b, head in zip(branch_rows["branch"], branch_rows["head_version"], strict=True):
+        if _text(head) is not None:
+            tl.heads[b] = int(head)
+
+    n = len(hist)
+    every = max(1, math.ceil(n / MAX_LABELS))
+    head_versions = set(tl.heads.values())
+    for i, row in enumerate(hist.itertuples(index=False)):
+        v = int(row.version)
+        kind = str(row.kind)
+        when = _utc(row.created_at)
+        tl.versions.append(v)
+        tl.x.append(when)
+        tl.y.append(str(row.branch))
+        tl.kinds.append(kind)
+        tl.labels.append(f"v{v}" if (i % every == 0 or i == n - 1 or v in head_versions) else "")
+        msg, actor = _text(row.message), _text(row.actor)
+        parts = [
+            f"<b>v{v}</b> · {html.escape(str(row.branch))} · {html.escape(kind)}",
+            f"{when:%Y-%m-%d %H:%M:%S} UTC",
+            html.escape(_short(msg, 80)) if msg else "<i>no message</i>",
+            f"by {html.escape(actor)}" if actor else "by ?",
+            f"size {human_size(row.size_bytes)} (new {human_size(row.new_bytes)})",
+        ]
+        tl.hover.append("<br>".join(parts))
+
+    known = set(tl.versions)
+    by_version = {v: (x, y) for v, x, y in zip(tl.versions, tl.x, tl.y, strict=True)}
+    # where a branch starts: the base version's lane -> a diamond in the branch's own lane
+    for b, base, created in zip(branch_rows["branch"], branch_rows["base_version"], branch_rows["created_at"],
+                                strict=True):
+        if _text(base) is None or int(base) not in known:
+            continue
+        when = max(_utc(created), by_version[int(base)][0])
+        tl.branch_points.append({"branch": b, "base": int(base), "x": when, "y": b,
+                                 "hover": f"branch <b>{html.escape(b)}</b> from v{int(base)}<br>"
+                                          f"{_utc(created):%Y-%m-%d %H:%M:%S} UTC"})
+    for row in hist.itertuples(index=False):
+        parent = _text(row.parent_version)
+        if parent is not None and int(parent) in known:
+            tl.edges.append((int(parent), int(row.version)))
+    if transitions is not None and len(transitions):
+        for t in transitions.itertuples(index=False):
+            if str(t.transition_type) != "rollback" or not isinstance(t.metadata, dict):
+                continue
+            target, new = t.metadata.get("target_version"), _text(t.to_version)
+            if target is not None and new is not None and int(target) in known and int(new) in known:
+                tl.rollbacks.append((int(target), int(new)))
+    return tl
+
+
+def _short(s: str, n: int) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _segments(pairs: list[tuple[Any, Any, Any, Any]]) -> tuple[list[Any], list[Any]]:
+    """Line segments as one trace: x/y lists with None between segments."""
+    xs: list[Any] = []
+    ys: list[Any] = []
+    for x0, y0, x1, y1 in pairs:
+        xs += [x0, x1, None]
+        ys += [y0, y1, None]
+    return xs, ys
+
+
+def timeline_traces(tl: Timeline, selected: tuple[int | None, int | None] = (None, None)) -> list[dict[str, Any]]:
+    """The traces, in the fixed order EDGES, ROLLBACKS, BRANCH_POINTS, MARKERS, SELECTION, legend entries."""
+    pos = {v: (x, y) for v, x, y in zip(tl.versions, tl.x, tl.y, strict=True)}
+    bp = {(p["branch"], p["base"]): p for p in tl.branch_points}
+    segments = []
+    for parent, child in tl.edges:
+        (x0, y0), (x1, y1) = pos[parent], pos[child]
+        point = bp.get((y1, parent)) if y0 != y1 else None
+        if point is not None:  # route the branch's first version through its branch point
+            segments.append((point["x"], point["y"], x1, y1))
+        else:
+            segments.append((x0, y0, x1, y1))
+    for p in tl.branch_points:
+        x0, y0 = pos[p["base"]]
+        segments.append((x0, y0, p["x"], p["y"]))
+    ex, ey = _segments(segments)
+    rx, ry = _segments([(*pos[a], *pos[b]) for a, b in tl.rollbacks])
+    marker_type = "scattergl" if len(tl.versions) > GL_THRESHOLD else "scatter"
+    small = len(tl.versions) > 200
+    sx, sy, stext = [], [], []
+    for tag, v in zip(("A", "B"), selected, strict=True):
+        if v is not None and v in pos:
+            sx.append(pos[v][0])
+            sy.append(pos[v][1])
+            stext.append(tag)
+    traces: list[dict[str, Any]] = [
+        {"type": "scatter", "name": "parent → child", "x": ex, "y": ey, "mode": "lines",
+         "line": {"color": "#9a9a9a", "width": 1.5}, "hoverinfo": "skip", "showlegend": False},
+        {"type": "scatter", "name": "rollback", "x": rx, "y": ry, "mode": "lines",
+         "line": {"color": KIND_COLOURS["rollback"], "width": 1.5, "dash": "dash"},
+         "hoverinfo": "skip", "showlegend": False},
+        {"type": "scatter", "name": "branch point", "x": [p["x"] for p in tl.branch_points],
+         "y": [p["y"] for p in tl.branch_points], "mode": "markers",
+         "marker": {"symbol": "diamond", "size": 11, "color": KIND_COLOURS["branch"]},
+         "hovertext": [p["hover"] for p in tl.branch_points], "hoverinfo": "text", "showlegend": False},
+        {"type": marker_type, "name": "versions", "x": list(tl.x), "y": list(tl.y),
+         "mode": "markers+text", "text": list(tl.labels), "textposition": "top center",
+         "textfont": {"size": 10}, "customdata": list(tl.versions),
+         "marker": {"size": 7 if small else 12, "color": [KIND_COLOURS.get(k, OTHER_COLOUR) for k in tl.kinds],
+                    "line": {"width": 0 if small else 1, "color": "#ffffff"}},
+         "hovertext": list(tl.hover), "hoverinfo": "text", "showlegend": False},
+        {"type": "scatter", "name": "selected", "x": sx, "y": sy, "mode": "markers+text", "text": stext,
+         "textposition": "bottom center", "textfont": {"size": 12, "color": "#000000"},
+         "marker": {"symbol": "circle-open", "size": 20, "color": "#000000", "line": {"width": 2}},
+         "hoverinfo": "skip", "showlegend": False},
+    ]
+    present = list(dict.fromkeys(tl.kinds + (["branch"] if tl.branch_points else [])))
+    for kind in sorted(present, key=lambda k: list(KIND_COLOURS).index(k) if k in KIND_COLOURS else 99):
+        traces.append({"type": "scatter", "name": kind, "x": [None], "y": [None], "mode": "markers",
+                       "marker": {"size": 10, "color": KIND_COLOURS.get(kind, OTHER_COLOUR),
+                                  "symbol": "diamond" if kind == "branch" else "circle"},
+                       "hoverinfo": "skip", "showlegend": True})
+    return traces
+
+
+def timeline_layout(tl: Timeline, entity: str | None) -> dict[str, Any]:
+    """Axis and size settings; ``uirevision`` keeps the user's zoom when the data is refreshed."""
+    lanes = tl.lanes or [MAIN_BRANCH]
+    title = f"{entity}: {len(tl.versions)} version{'s' if len(tl.versions) != 1 else ''}" if entity else "no entity"
+    return {
+        "title": {"text": html.escape(title), "x": 0.01, "font": {"size": 14}},
+        "height": min(600, 220 + 45 * len(lanes)),
+        "margin": {"l": 70, "r": 20, "t": 40, "b": 40},
+        "xaxis": {"title": {"text": "time (UTC)"}, "type": "date", "showgrid": True},
+        "yaxis": {"title": {"text": "branch"}, "type": "category", "categoryorder": "array",
+                  "categoryarray": lanes, "range": [-0.6, len(lanes) - 0.4], "fixedrange": False},
+        "hovermode": "closest",
+        "dragmode": "zoom",
+        "legend": {"orientation": "h", "y": -0.25, "x": 0, "title": {"text": "kind"}},
+        "uirevision": entity or "",
+        "template": "plotly_white",
+        "clickmode": "event",
+    }
+
+
+def build_figure(tl: Timeline, entity: str | None, selected: tuple[int | None, int | None] = (None, None),
+                 *, widget: bool = True) -> go.Figure:
+    """A new FigureWidget (or, with ``widget=False``, a static Figure) for the timeline."""
+    cls = go.FigureWidget if widget else go.Figure
+    return cls(data=timeline_traces(tl, selected), layout=timeline_layout(tl, entity))
+
+
+def update_figure(fig: go.FigureWidget, tl: Timeline, entity: str | None,
+                  selected: tuple[int | None, int | None] = (None, None)) -> bool:
+    """Bring a live figure up to date; returns True when the traces had to be replaced.
+
+    When the traces keep their types and names (the usual case: one more
+    version) they are updated in place in one batch; otherwise (a new kind in
+    the legend, or the switch to WebGL past GL_THRESHOLD versions) they are
+    replaced, and the caller must re-register its click handler.
+    """
+    traces = timeline_traces(tl, selected)
+    same = len(traces) == len(fig.data) and all(
+        t["type"] == f.type and t["name"] == f.name for t, f in zip(traces, fig.data, strict=True)
+    )
+    with fig.batch_update():
+        fig.layout.update(timeline_layout(tl, entity))
+        if same:
+            for spec, trace in zip(traces, fig.data, strict=True):
+                trace.update({k: v for k, v in spec.items() if k != "type"})
+    if not same:
+        fig.data = ()
+        fig.add_traces(traces)
+    return not same
+
+
+def update_selection(fig: go.BaseFigure, tl: Timeline, selected: tuple[int | None, int | None]) -> None:
+    """Move the A/B rings to the chosen versions (a small update: only the SELECTION trace)."""
+    spec = timeline_traces_selection(tl, selected)
+    fig.data[SELECTION].update(spec)
+
+
+def timeline_traces_selection(tl: Timeline, selected: tuple[int | None, int | None]) -> dict[str, Any]:
+    xs, ys, texts = [], [], []
+    for tag, v in zip(("A", "B"), selected, strict=True):
+        p = tl.position(v) if v is not None else None
+        if p is not None:
+            xs.append(p[0])
+            ys.append(p[1])
+            texts.append(tag)
+    return {"x": xs, "y": ys, "text": texts}
