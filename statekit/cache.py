@@ -26,6 +26,8 @@ class CachedState:
 
     def materialize(self, only: set[str] | None = None) -> dict[str, Any]:
         inline = json.loads(self.inline_text)
+        if not self.values and only is None:
+            return inline  # inline values are stored in name order
         out: dict[str, Any] = {}
         for n in self.names:
             if only is not None and n not in only:

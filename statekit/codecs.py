@@ -73,25 +73,47 @@ class EncodedItem:
 # ---------------------------------------------------------------- plain JSON
 
 
-def is_plain_json(value: Any, _depth: int = 0) -> bool:
+def is_plain_json(value: Any) -> bool:
     """True when ``json.loads(json.dumps(value))`` gives back an equal value of the same types."""
+    return plain_json_size(value) >= 0
+
+
+def plain_json_size(value: Any, _depth: int = 0) -> int:
+    """About how many bytes ``value`` takes as JSON, or -1 when it is not plain JSON.
+
+    One walk both checks the types and sizes the value, so small states are not
+    encoded twice (once to size them, once to store them).
+    """
     if _depth > 200:
-        return False
+        return -1
     t = type(value)
     if t is str:
-        return _utf8_ok(value)
-    if value is None or t is bool or t is int:
-        return True
+        return len(value) + 2 if _utf8_ok(value) else -1
+    if value is None or t is bool:
+        return 5
+    if t is int:
+        return 20 if -(10**18) < value < 10**18 else len(str(value))
     if t is float:
-        return math.isfinite(value)
+        return 24 if math.isfinite(value) else -1
     if t is list:
-        return all(is_plain_json(v, _depth + 1) for v in value)
+        total = 2
+        for v in value:
+            n = plain_json_size(v, _depth + 1)
+            if n < 0:
+                return -1
+            total += n + 1
+        return total
     if t is dict:
-        return all(
-            type(k) is str and _utf8_ok(k) and is_plain_json(v, _depth + 1)
-            for k, v in value.items()
-        )
-    return False
+        total = 2
+        for k, v in value.items():
+            if type(k) is not str or not _utf8_ok(k):
+                return -1
+            n = plain_json_size(v, _depth + 1)
+            if n < 0:
+                return -1
+            total += n + len(k) + 4
+        return total
+    return -1
 
 
 def _utf8_ok(s: str) -> bool:
@@ -158,7 +180,7 @@ def _x_encode(v: Any, depth: int = 0) -> Any:
 
 
 def _tz_key(tz: dt.tzinfo | None) -> str | None:
-    if tz is None or tz is dt.timezone.utc:
+    if tz is None or tz is dt.UTC:
         return None
     key = getattr(tz, "key", None) or getattr(tz, "zone", None)
     return str(key) if key else None
@@ -378,11 +400,11 @@ def encode_item(name: str, value: Any, *, allow_pickle: bool, key: Callable[[], 
 
 def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], SigningKey]) -> EncodedItem:
     t = type(value)
-    if is_plain_json(value):
-        text = dumps(value)
-        if len(text) <= INLINE_JSON_LIMIT:
-            return EncodedItem(name, True, value=value, size=len(text.encode("utf-8")))
-        data = text.encode("utf-8")
+    approx = plain_json_size(value)
+    if approx >= 0:
+        if approx <= INLINE_JSON_LIMIT:
+            return EncodedItem(name, True, value=value, size=approx)
+        data = dumps(value).encode("utf-8")
         digests, chunks = _split(data)
         return EncodedItem(name, False, descriptor={"codec": "json", "chunks": digests}, chunks=chunks, size=len(data))
     reason = ""

@@ -29,8 +29,7 @@ def create_branch(sm: StateManager, entity_id: str, name: str, from_version: int
     reason = validate.optional_text(reason, "reason")
     repo = sm._repo  # noqa: SLF001 - same package
 
-    def work(conn: Any, _attempt: int) -> tuple[StateSnapshot, StateTransition]:
-        cur = sm.db.cursor(conn)
+    def work(cur: Any, _attempt: int) -> tuple[StateSnapshot, StateTransition]:
         if repo.branch_head(cur, entity_id, name) is not None:
             raise ConflictError(f"Entity {entity_id!r} already has a branch {name!r}.")
         base = repo.read_snapshot(cur, entity_id, from_version, MAIN_BRANCH)
@@ -49,7 +48,7 @@ def create_branch(sm: StateManager, entity_id: str, name: str, from_version: int
         repo.insert_transition(cur, t)
         return sm._attach(snap), t  # noqa: SLF001
 
-    snap, t = sm.db.run_write(work)
+    snap, t = sm.db.run_hot(work, write=True)
     sm._notify(StateEvent(TransitionType.BRANCH, entity_id, snap.state_type, snap, t))  # noqa: SLF001
     return snap
 
@@ -94,7 +93,7 @@ def rollback(sm: StateManager, entity_id: str, version: int | None, *, reason: s
         return row
 
     plan.copy_from = source
-    snap, transition = sm.db.run_write(lambda conn, attempt: sm._write(conn, attempt, plan))  # noqa: SLF001
+    snap, transition = sm.db.run_hot(lambda cur, attempt: sm._write(cur, attempt, plan), write=True)  # noqa: SLF001
     sm._after_save(plan, snap, transition, started, record=False)  # noqa: SLF001
     sm._metrics.record("rollback", time.perf_counter() - started)  # noqa: SLF001
     return snap
@@ -107,14 +106,13 @@ def diff(sm: StateManager, entity_id: str, a: int | None, b: int | None, *, bran
     br = validate.identifier(branch or MAIN_BRANCH, "branch")
     repo = sm._repo  # noqa: SLF001
 
-    def work(conn: Any, _attempt: int) -> pd.DataFrame:
-        cur = sm.db.cursor(conn)
+    def work(cur: Any, _attempt: int) -> pd.DataFrame:
         new = repo.read_snapshot(cur, entity_id, b, br)
         if new is None:
             raise sm._not_found(cur, entity_id, b, br)  # noqa: SLF001
         a_version = a if a is not None else new.snapshot.parent_version
         if a_version is None:
-            old = SnapshotRow(new.snapshot, {}, {})  # the first version: everything is added
+            old = SnapshotRow.empty(new.snapshot)  # the first version: everything is added
             old_names: tuple[str, ...] = ()
         else:
             found = repo.read_snapshot(cur, entity_id, a_version, br)
@@ -133,12 +131,12 @@ def diff(sm: StateManager, entity_id: str, a: int | None, b: int | None, *, bran
             rows.extend(diff_values(name, ov, nv))
         return to_frame(rows)
 
-    return sm.db.run_read(work)
+    return sm.db.run_hot(work, write=False)
 
 
 def _stored_alike(old: SnapshotRow, new: SnapshotRow, name: str) -> bool:
     if name in old.state_data and name in new.state_data:
-        return codecs.dumps(old.state_data[name]) == codecs.dumps(new.state_data[name])
+        return bool(codecs.dumps(old.state_data[name]) == codecs.dumps(new.state_data[name]))
     if name in old.items and name in new.items:
         strip = lambda d: {k: v for k, v in d.items() if k != "size"}  # noqa: E731
         return strip(old.items[name]) == strip(new.items[name])

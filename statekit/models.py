@@ -24,7 +24,7 @@ MAX_ID_LENGTH = 255
 MAIN_BRANCH = "main"
 
 
-class StateType(str, enum.Enum):
+class StateType(enum.StrEnum):
     """What a state is about; it decides the default lifetime."""
 
     SESSION_STATE = "session_state"
@@ -34,11 +34,8 @@ class StateType(str, enum.Enum):
     MEMORY_STATE = "memory_state"
     COLLABORATION_STATE = "collaboration_state"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class SnapshotStatus(str, enum.Enum):
+class SnapshotStatus(enum.StrEnum):
     """The lifecycle status recorded on a snapshot."""
 
     ACTIVE = "active"
@@ -47,11 +44,8 @@ class SnapshotStatus(str, enum.Enum):
     SUSPENDED = "suspended"
     ARCHIVED = "archived"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class TransitionType(str, enum.Enum):
+class TransitionType(enum.StrEnum):
     """The kind of change a transition records."""
 
     CREATE = "create"
@@ -61,9 +55,6 @@ class TransitionType(str, enum.Enum):
     BRANCH = "branch"
     EXPIRE = "expire"
     RECOVER = "recover"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 DEFAULT_LIFETIMES: dict[StateType, timedelta | None] = {

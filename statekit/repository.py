@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -41,17 +40,37 @@ def _j(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-@dataclass
 class SnapshotRow:
-    """A snapshot's metadata plus its stored inline data and item descriptors."""
+    """A snapshot's metadata plus its stored inline data and item descriptors (as stored text)."""
 
-    snapshot: StateSnapshot
-    state_data: dict[str, Any]
-    items: dict[str, Any]
+    __slots__ = ("snapshot", "state_text", "items_text", "_state_data", "_items")
+
+    def __init__(self, snapshot: StateSnapshot, state_text: str, items_text: str):
+        self.snapshot = snapshot
+        self.state_text = state_text
+        self.items_text = items_text
+        self._state_data: dict[str, Any] | None = None
+        self._items: dict[str, Any] | None = None
+
+    @classmethod
+    def empty(cls, snapshot: StateSnapshot) -> SnapshotRow:
+        return cls(snapshot, "{}", "{}")
+
+    @property
+    def state_data(self) -> dict[str, Any]:
+        if self._state_data is None:
+            self._state_data = json.loads(self.state_text)
+        return self._state_data
+
+    @property
+    def items(self) -> dict[str, Any]:
+        if self._items is None:
+            self._items = json.loads(self.items_text)
+        return self._items
 
     def verify(self) -> None:
         """Raise IntegrityError unless the stored checksum matches the stored content."""
-        actual = state_checksum(dumps(self.state_data), dumps(self.items))
+        actual = state_checksum(self.state_text, self.items_text)
         if actual != self.snapshot.checksum:
             s = self.snapshot
             raise IntegrityError(
@@ -85,8 +104,12 @@ def snapshot_from_row(row: tuple[Any, ...]) -> StateSnapshot:
     )
 
 
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else dumps(value)
+
+
 def full_from_row(row: tuple[Any, ...]) -> SnapshotRow:
-    return SnapshotRow(snapshot_from_row(row), _j(row[18]), _j(row[19]))
+    return SnapshotRow(snapshot_from_row(row), _text(row[18]), _text(row[19]))
 
 
 class Repository:
@@ -95,6 +118,10 @@ class Repository:
     def __init__(self, db: DatabaseManager):
         self.db = db
         q = db.sql
+        # PostgreSQL hands json columns back parsed; read the stored text, which the checksum covers
+        full = FULL_COLUMNS if db.is_sqlite else FULL_COLUMNS.replace(
+            "metadata, names", "metadata::text, names::text").replace("state_data, items", "state_data::text, items::text")
+        self.full_columns = full
         self.q_bump = q(
             "UPDATE state_entities SET last_version = last_version + 1 "
             "WHERE entity_id = :e RETURNING last_version, state_type"
@@ -126,15 +153,15 @@ class Repository:
             "INSERT INTO state_branches (entity_id, name, head_snapshot_id, head_version, base_version, "
             "created_at) VALUES (:e, :b, :sid, :v, :base, :now)"
         )
-        self.q_snapshot_by_id = q(f"SELECT {FULL_COLUMNS} FROM state_snapshots WHERE snapshot_id = :sid")
+        self.q_snapshot_by_id = q(f"SELECT {full} FROM state_snapshots WHERE snapshot_id = :sid")
         self.q_snapshot_by_version = q(
-            f"SELECT {FULL_COLUMNS} FROM state_snapshots WHERE entity_id = :e AND version = :v"
+            f"SELECT {full} FROM state_snapshots WHERE entity_id = :e AND version = :v"
         )
         self.q_meta_by_version = q(
             f"SELECT {META_COLUMNS} FROM state_snapshots WHERE entity_id = :e AND version = :v"
         )
         self.q_head = q(
-            f"SELECT {', '.join('s.' + c.strip() for c in FULL_COLUMNS.split(','))} "
+            f"SELECT {', '.join('s.' + c.strip() for c in full.split(','))} "
             "FROM state_branches b JOIN state_snapshots s ON s.snapshot_id = b.head_snapshot_id "
             "WHERE b.entity_id = :e AND b.name = :b"
         )

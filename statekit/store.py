@@ -125,7 +125,7 @@ class StateManager:
                               metadata=metadata, branch=branch, expected_version=expected_version,
                               expires_in=expires_in, status=status, merge=merge, allow_pickle=allow_pickle)
             plan.drop = set(validate.item_names(drop))
-            snap, transition = self.db.run_write(lambda conn, attempt: self._write(conn, attempt, plan))
+            snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
         except Exception:
             self._metrics.record("save", time.perf_counter() - started, error=True)
             raise
@@ -155,10 +155,10 @@ class StateManager:
             for eid, st in states.items()
         ]
 
-        def work(conn: Any, attempt: int) -> list[tuple[StateSnapshot, StateTransition]]:
-            return [self._write(conn, attempt, p) for p in plans]
+        def work(cur: Any, attempt: int) -> list[tuple[StateSnapshot, StateTransition]]:
+            return [self._write(cur, attempt, p) for p in plans]
 
-        results = self.db.run_write(work)
+        results = self.db.run_hot(work, write=True)
         out = {}
         for plan, (snap, transition) in zip(plans, results, strict=True):
             self._after_save(plan, snap, transition, started, record=False)
@@ -195,9 +195,8 @@ class StateManager:
             transition_id=uuid.uuid4().hex,
         )
 
-    def _write(self, conn: Any, attempt: int, plan: _SavePlan) -> tuple[StateSnapshot, StateTransition]:
+    def _write(self, cur: Any, attempt: int, plan: _SavePlan) -> tuple[StateSnapshot, StateTransition]:
         repo = self._repo
-        cur = self.db.cursor(conn)
         if attempt and repo.snapshot_exists(cur, plan.snapshot_id):  # the earlier attempt did commit
             row = repo.read_snapshot_by_id(cur, plan.snapshot_id)
             assert row is not None
@@ -337,8 +336,8 @@ class StateManager:
                         state = hit.materialize(only)
                         self._metrics.record("load_cached", time.perf_counter() - started)
                         return state
-            state = self.db.run_read(
-                lambda conn, _a: self._read_state(conn, entity_id, version, branch, only, include_expired)
+            state = self.db.run_hot(
+                lambda cur, _a: self._read_state(cur, entity_id, version, branch, only, include_expired), write=False
             )
         except Exception:
             self._metrics.record("load", time.perf_counter() - started, error=True)
@@ -350,13 +349,12 @@ class StateManager:
         """The heads of several entities, read in one transaction."""
         ids = [validate.identifier(e, "entity_id") for e in entity_ids]
         b = validate.identifier(branch or MAIN_BRANCH, "branch")
-        return self.db.run_read(
-            lambda conn, _a: {e: self._read_state(conn, e, None, b, None, False) for e in ids}
+        return self.db.run_hot(
+            lambda cur, _a: {e: self._read_state(cur, e, None, b, None, False) for e in ids}, write=False
         )
 
-    def _read_state(self, conn: Any, entity_id: str, version: int | None, branch: str,
+    def _read_state(self, cur: Any, entity_id: str, version: int | None, branch: str,
                     only: set[str] | None, include_expired: bool) -> dict[str, Any]:
-        cur = self.db.cursor(conn)
         row = self._repo.read_snapshot(cur, entity_id, version, branch)
         if row is None:
             raise self._not_found(cur, entity_id, version, branch)
@@ -377,7 +375,6 @@ class StateManager:
         row.verify()
         snap = row.snapshot
         values: dict[str, Any] = {}
-        nbytes = 0
 
         def read(digests: list[str]) -> dict[str, bytes]:
             return self._repo.read_chunks(cur, digests, snap)
@@ -391,8 +388,7 @@ class StateManager:
                     exc.args = (f"Snapshot {snap.snapshot_id} ({snap.entity_id!r} v{snap.version}), "
                                 f"value {name!r}: {exc.args[0]}",)
                 raise
-        inline_text = codecs.dumps(row.state_data)
-        return CachedState(snap, snap.names, inline_text, values, max(snap.size_bytes, len(inline_text)))
+        return CachedState(snap, snap.names, row.state_text, values, max(snap.size_bytes, len(row.state_text)))
 
     def _not_found(self, cur: Any, entity_id: str, version: int | None, branch: str) -> NotFoundError:
         cur.execute(self.db.sql("SELECT last_version FROM state_entities WHERE entity_id = :e"), {"e": entity_id})
@@ -413,8 +409,7 @@ class StateManager:
         version = validate.optional_version(version, "version")
         b = validate.identifier(branch or MAIN_BRANCH, "branch")
 
-        def work(conn: Any, _a: int) -> StateSnapshot:
-            cur = self.db.cursor(conn)
+        def work(cur: Any, _a: int) -> StateSnapshot:
             row = self._repo.read_snapshot(cur, entity_id, version, b)
             if row is None:
                 raise self._not_found(cur, entity_id, version, b)
@@ -422,7 +417,7 @@ class StateManager:
                 raise NotFoundError(f"{entity_id!r} v{row.snapshot.version} has expired.")
             return self._attach(row.snapshot)
 
-        return self.db.run_read(work)
+        return self.db.run_hot(work, write=False)
 
     def _attach(self, snap: StateSnapshot) -> StateSnapshot:
         object.__setattr__(
@@ -436,11 +431,11 @@ class StateManager:
         entity_id = validate.identifier(entity_id, "entity_id")
         b = validate.identifier(branch or MAIN_BRANCH, "branch")
 
-        def work(conn: Any, _a: int) -> int | None:
-            head = self._repo.branch_head(self.db.cursor(conn), entity_id, b)
+        def work(cur: Any, _a: int) -> int | None:
+            head = self._repo.branch_head(cur, entity_id, b)
             return head[1] if head else None
 
-        return self.db.run_read(work)
+        return self.db.run_hot(work, write=False)
 
     # ================================================================= history
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import getpass
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -13,6 +14,7 @@ from .errors import InvalidArgumentError
 from .models import MAX_ID_LENGTH, StateType
 
 E = TypeVar("E", bound=enum.Enum)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def identifier(value: Any, what: str) -> str:
@@ -23,7 +25,7 @@ def identifier(value: Any, what: str) -> str:
         raise InvalidArgumentError(f"{what} must not be empty.")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidArgumentError(f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}.")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         raise InvalidArgumentError(f"{what} must not contain control characters: {value!r}.")
     try:
         value.encode("utf-8")

@@ -94,7 +94,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def sm(store_url: str) -> Iterator["StateManager"]:  # noqa: F821
+def sm(store_url: str) -> Iterator[StateManager]:  # noqa: F821
     from statekit import StateManager
 
     manager = StateManager(store_url)
