@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from . import models
+from .checkpoint import Checkpointer
 from .errors import InvalidArgumentError, SchemaVersionError, StatekitError
 
 T = TypeVar("T")
@@ -101,6 +102,7 @@ class DatabaseManager:
         if durability not in ("full", "normal"):
             raise InvalidArgumentError("durability must be 'full' (fsync every save) or 'normal'.")
         self.durability = durability
+        self.checkpointer: Checkpointer | None = None
         self.lock_timeout = float(lock_timeout)
         if engine is not None:
             self.engine = engine
@@ -134,6 +136,7 @@ class DatabaseManager:
             else:
                 _prepare_sqlite_file(Path(database))
                 kwargs = {"connect_args": {"check_same_thread": False, "timeout": 1.0}}
+                self.checkpointer = Checkpointer(database)
             engine = sa.create_engine(u, **kwargs)
             self._install_sqlite_hooks(engine, in_memory=not database or database == ":memory:")
             return engine
@@ -150,6 +153,7 @@ class DatabaseManager:
             cur = dbapi_conn.cursor()
             if not in_memory:
                 cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint.py does it off the save path
             cur.execute(f"PRAGMA synchronous={sync}")
             cur.execute("PRAGMA busy_timeout=5000")
             cur.execute("PRAGMA foreign_keys=ON")
@@ -167,7 +171,14 @@ class DatabaseManager:
         if mine:
             for raw in hot:
                 self._return_to_pool(raw)
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.engine.dispose()
+
+    def note_write(self, nbytes: int) -> None:
+        """Tell the checkpointer a commit wrote about ``nbytes`` (SQLite files only)."""
+        if self.checkpointer is not None:
+            self.checkpointer.note_write(nbytes)
 
     # ------------------------------------------------------------ transactions
 

@@ -23,7 +23,8 @@ import pandas as pd
 from . import codecs, validate
 from .cache import CachedState, StateCache
 from .db import DatabaseManager, utcnow
-from .errors import ConflictError, InvalidArgumentError, NotFoundError
+from .errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError
+from .memo import FrameMemo
 from .metrics import Metrics
 from .models import (
     DEFAULT_LIFETIMES,
@@ -70,6 +71,7 @@ class StateManager:
         self._cache = StateCache(cache_size, cache_bytes)
         self._metrics = Metrics()
         self._observers = ObserverRegistry()
+        self._memo = FrameMemo()
         self._key: SigningKey | None = None
         self._key_lock = threading.Lock()
 
@@ -125,7 +127,16 @@ class StateManager:
                               metadata=metadata, branch=branch, expected_version=expected_version,
                               expires_in=expires_in, status=status, merge=merge, allow_pickle=allow_pickle)
             plan.drop = set(validate.item_names(drop))
-            snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
+            try:
+                snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
+            except _StaleMemo:  # remembered chunks were purged meanwhile: encode afresh
+                self._memo.clear()
+                plan = self._plan(entity_id, state, state_type, message=message, actor=actor,
+                                  metadata=metadata, branch=branch, expected_version=expected_version,
+                                  expires_in=expires_in, status=status, merge=merge, allow_pickle=allow_pickle,
+                                  use_memo=False)
+                plan.drop = set(validate.item_names(drop))
+                snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
         except Exception:
             self._metrics.record("save", time.perf_counter() - started, error=True)
             raise
@@ -168,7 +179,7 @@ class StateManager:
 
     def _plan(self, entity_id: str, state: Any, state_type: Any, *, message: Any, actor: Any,
               metadata: Any, branch: Any, expected_version: Any, expires_in: Any, status: Any,
-              merge: bool, allow_pickle: bool | None) -> _SavePlan:
+              merge: bool, allow_pickle: bool | None, use_memo: bool = True) -> _SavePlan:
         entity_id = validate.identifier(entity_id, "entity_id")
         branch = validate.identifier(branch, "branch")
         st = validate.state_type(state_type)
@@ -178,7 +189,9 @@ class StateManager:
             )
         names = [validate.item_name(n) for n in state]
         pickle_ok = self.allow_pickle if allow_pickle is None else bool(allow_pickle)
-        encoded = [codecs.encode_item(n, state[n], allow_pickle=pickle_ok, key=self._signing_key) for n in names]
+        memo = None if use_memo is False else self._memo
+        encoded = [codecs.encode_item(n, state[n], allow_pickle=pickle_ok, key=self._signing_key, memo=memo)
+                   for n in names]
         return _SavePlan(
             entity_id=entity_id,
             branch=branch,
@@ -256,7 +269,15 @@ class StateManager:
         new_bytes = 0
         if all_digests:
             self.db.lock_for_save(cur)
-            have = repo.existing_digests(cur, chunks) if chunks else set()
+            have = repo.existing_digests(cur, all_digests)
+            absent = all_digests - have - chunks.keys()
+            if absent:  # chunks we reference without holding their bytes are gone
+                if any(e.reused for e in plan.encoded):
+                    raise _StaleMemo()
+                raise IntegrityError(
+                    f"{len(absent)} payload chunks of {plan.entity_id!r}'s parent version are missing; "
+                    "run verify() and recover the last intact version first."
+                )
             missing = {d: b for d, b in chunks.items() if d not in have}
             repo.write_chunks(cur, missing)
             new_bytes = sum(len(b) for b in missing.values())
@@ -296,6 +317,7 @@ class StateManager:
     def _after_save(self, plan: _SavePlan, snap: StateSnapshot, transition: StateTransition,
                     started: float, record: bool = True) -> None:
         self._metrics.add("bytes_written", snap.new_bytes)
+        self.db.note_write(snap.new_bytes)
         self._metrics.add("bytes_deduplicated", plan.deduplicated)
         if not plan.has_items and plan.inline_text is not None:
             # inline-only states are cached as their JSON text: immutable, so safe
@@ -591,6 +613,10 @@ class _SavePlan:
 
 
 _DEFAULT = object()
+
+
+class _StaleMemo(Exception):
+    """A remembered frame's chunks were purged after it was remembered."""
 
 
 def _lifetime(expires_in: Any) -> Any:
