@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .analytics import StateAwareAgent, StateAwareAnalyticsSession, StateAwareWorkflow, WorkflowStateError
 from .db import DatabaseManager
 from .errors import (
     ConflictError,
@@ -33,6 +34,9 @@ __all__ = [
     "NotFoundError",
     "SchemaVersionError",
     "SnapshotStatus",
+    "StateAwareAgent",
+    "StateAwareAnalyticsSession",
+    "StateAwareWorkflow",
     "StateEvent",
     "StateManager",
     "StateSnapshot",
@@ -42,6 +46,7 @@ __all__ = [
     "TransitionType",
     "UnserializableError",
     "UntrustedPayloadError",
+    "WorkflowStateError",
     "__version__",
     "load_ipython_extension",
 ]

@@ -31,10 +31,6 @@ def diff_states(old: Mapping[str, Any], new: Mapping[str, Any], *, max_rows: int
 
 
 def to_frame(rows: list[dict[str, Any]], max_rows: int = MAX_ROWS) -> pd.DataFrame:
-    extra = len(rows) - max_rows
-    if extra > 0:
-        rows = rows[:max_rows] + [{"name": "…", "item": "…", "change": "truncated", "old": None,
-                                   "new": f"{extra} more changes not shown"}]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     for c in ("old", "new"):
         frame[c] = frame[c].astype(object)
@@ -126,13 +122,17 @@ def _diff_frames(name: str, old: pd.DataFrame, new: pd.DataFrame, max_rows: int)
         old, new = old.reset_index(drop=True), new.reset_index(drop=True)
     removed = old.index.difference(new.index, sort=False)
     added = new.index.difference(old.index, sort=False)
-    for label in removed[: max_rows + 1]:
+    for label in removed[:max_rows]:
         rows.append(_row(name, f"{name}.loc[{label!r}]", "removed", _record(old, label), None))
-    for label in added[: max_rows + 1]:
+    rows.extend(_more(name, "removed", "rows", len(removed) - max_rows))
+    for label in added[:max_rows]:
         rows.append(_row(name, f"{name}.loc[{label!r}]", "added", None, _record(new, label)))
+    rows.extend(_more(name, "added", "rows", len(added) - max_rows))
     common = old.index.intersection(new.index, sort=False)
     if len(common) == 0:
         return rows
+    shown = 0
+    hidden = 0
     for col in [c for c in new.columns if c in old.columns]:
         a = old[col].reindex(common)
         b = new[col].reindex(common)
@@ -142,13 +142,22 @@ def _diff_frames(name: str, old: pd.DataFrame, new: pd.DataFrame, max_rows: int)
             same = np.array([_equal(x, y) for x, y in zip(a, b, strict=True)], dtype=bool)
         both_na = (a.isna() & b.isna()).to_numpy(dtype=bool, na_value=False)
         changed = np.flatnonzero(~(same | both_na))
-        for pos in changed[: max_rows + 1]:
+        room = max(max_rows - shown, 0)
+        for pos in changed[:room]:
             label = common[pos]
             rows.append(_row(name, f"{name}.loc[{label!r}, {col!r}]", "changed", _scalar(a.iloc[pos]),
                              _scalar(b.iloc[pos])))
-        if len(rows) > max_rows:
-            break
+        shown += min(room, len(changed))
+        hidden += max(len(changed) - room, 0)
+    rows.extend(_more(name, "changed", "cells", hidden))
     return rows
+
+
+def _more(name: str, change: str, what: str, count: int) -> list[dict[str, Any]]:
+    """One summary row for the changes past ``max_rows`` of one kind."""
+    if count <= 0:
+        return []
+    return [_row(name, f"{name}: {count:,} more {change} {what}", change, None, f"{count:,} not shown")]
 
 
 def _record(frame: pd.DataFrame, label: Any) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def create_branch(sm: StateManager, entity_id: str, name: str, from_version: int
 
 
 def rollback(sm: StateManager, entity_id: str, version: int | None, *, reason: str | None,
-             actor: str | None, branch: str | None) -> StateSnapshot:
+             actor: str | None, branch: str | None, expected_version: int | None = None) -> StateSnapshot:
     from .store import _DEFAULT, _SavePlan
 
     started = time.perf_counter()
@@ -64,7 +64,8 @@ def rollback(sm: StateManager, entity_id: str, version: int | None, *, reason: s
     reason = validate.optional_text(reason, "reason")
     plan = _SavePlan(
         entity_id=entity_id, branch=branch, state_type=None, encoded=[], message=None,
-        actor=validate.optional_text(actor, "actor") or sm.actor, metadata={}, expected_version=None,
+        actor=validate.optional_text(actor, "actor") or sm.actor, metadata={},
+        expected_version=validate.optional_version(expected_version, "expected_version", allow_zero=True),
         expires_in=_DEFAULT, status=SnapshotStatus.ACTIVE, merge=False,
         snapshot_id=uuid.uuid4().hex, transition_id=uuid.uuid4().hex,
     )
@@ -99,7 +100,8 @@ def rollback(sm: StateManager, entity_id: str, version: int | None, *, reason: s
     return snap
 
 
-def diff(sm: StateManager, entity_id: str, a: int | None, b: int | None, *, branch: str | None) -> pd.DataFrame:
+def diff(sm: StateManager, entity_id: str, a: int | None, b: int | None, *, branch: str | None,
+         max_rows: int = 1000) -> pd.DataFrame:
     entity_id = validate.identifier(entity_id, "entity_id")
     a = validate.optional_version(a, "a")
     b = validate.optional_version(b, "b")
@@ -128,7 +130,7 @@ def diff(sm: StateManager, entity_id: str, a: int | None, b: int | None, *, bran
                 continue
             ov = _value(sm, cur, old, name) if in_old else MISSING
             nv = _value(sm, cur, new, name) if in_new else MISSING
-            rows.extend(diff_values(name, ov, nv))
+            rows.extend(diff_values(name, ov, nv, max_rows=max_rows))
         return to_frame(rows)
 
     return sm.db.run_hot(work, write=False)

@@ -501,22 +501,29 @@ class StateManager:
         return history_ops.create_branch(self, entity_id, name, from_version, actor=actor, reason=reason)
 
     def rollback(self, entity_id: str, version: int | None = None, *, reason: str | None = None,
-                 actor: str | None = None, branch: str | None = None) -> StateSnapshot:
+                 actor: str | None = None, branch: str | None = None,
+                 expected_version: int | None = None) -> StateSnapshot:
         """Make a new version on ``branch`` whose state equals ``version``'s (default: the previous one).
 
         Nothing is deleted: the rolled-back versions stay in the history, and a
-        rollback transition records who did it and why.
+        rollback transition records who did it and why. ``expected_version`` works
+        as in :meth:`save`.
         """
         from . import history_ops
 
-        return history_ops.rollback(self, entity_id, version, reason=reason, actor=actor, branch=branch)
+        return history_ops.rollback(self, entity_id, version, reason=reason, actor=actor, branch=branch,
+                                    expected_version=expected_version)
 
     def diff(self, entity_id: str, a: int | None = None, b: int | None = None, *,
-             branch: str | None = None) -> pd.DataFrame:
-        """What changed from version ``a`` to ``b`` (default: head and its parent), one row per item."""
+             branch: str | None = None, max_rows: int = 1000) -> pd.DataFrame:
+        """What changed from version ``a`` to ``b`` (default: head and its parent), one row per item.
+
+        DataFrames list at most ``max_rows`` removed rows, added rows and changed
+        cells each; a summary row counts the rest.
+        """
         from . import history_ops
 
-        return history_ops.diff(self, entity_id, a, b, branch=branch)
+        return history_ops.diff(self, entity_id, a, b, branch=branch, max_rows=max_rows)
 
     # ================================================================= operating a store
 

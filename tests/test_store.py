@@ -124,6 +124,9 @@ def test_rollback_defaults_to_the_previous_version(sm: StateManager) -> None:
     assert sm.load("exp") == {"a": 1}
     with pytest.raises(NotFoundError):
         sm.rollback("fresh-entity")
+    with pytest.raises(ConflictError):
+        sm.rollback("exp", 1, expected_version=2)
+    assert sm.head_version("exp") == 3
     sm.save("single", {"a": 1})
     with pytest.raises(NotFoundError, match="no earlier version"):
         sm.rollback("single")
@@ -387,3 +390,14 @@ def test_two_managers_share_a_store(store_url: str) -> None:
     assert a.head_version("exp") == 2
     a.close()
     b.close()
+
+
+def test_large_frame_diffs_list_each_kind_up_to_max_rows_and_count_the_rest(sm: StateManager) -> None:
+    old = pd.DataFrame({"v": range(100), "w": 0})
+    new = old.drop(index=range(0, 30)).assign(w=1)
+    sm.save("exp", {"df": old})
+    sm.save("exp", {"df": new})
+    d = sm.diff("exp", 1, 2, max_rows=10)
+    counts = d["change"].value_counts().to_dict()
+    assert counts == {"removed": 11, "changed": 11}  # 10 shown of each kind, plus a summary row
+    assert "20 more removed rows" in " ".join(d["item"]) and "60 more changed cells" in " ".join(d["item"])

@@ -62,15 +62,18 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def text(value: Any, what: str, *, optional: bool = False) -> str | None:
-    """A non-empty string argument (or None when ``optional``)."""
-    if value is None and optional:
-        return None
+def text(value: Any, what: str) -> str:
+    """A non-empty string argument."""
     if not isinstance(value, str):
         raise InvalidArgumentError(f"{what} must be a string, not {type(value).__name__}.")
     if not value.strip():
         raise InvalidArgumentError(f"{what} must not be empty.")
     return value
+
+
+def optional_text(value: Any, what: str) -> str | None:
+    """None, or a non-empty string argument."""
+    return None if value is None else text(value, what)
 
 
 def _no_key() -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import InvalidArgumentError, NotFoundError
 from ..models import StateType
-from .base import StateAwareObject, StoreLike, check_storable, now_iso, replace, text
+from .base import StateAwareObject, StoreLike, check_storable, now_iso, optional_text, replace, text
 
 
 class StateAwareAnalyticsSession(StateAwareObject):
@@ -37,13 +37,13 @@ class StateAwareAnalyticsSession(StateAwareObject):
 
     def __init__(self, session_id: str, user_id: str, store: StoreLike = None, *,
                  expires_in: timedelta | float | str | None = None) -> None:
-        self.user_id: str = text(user_id, "user_id")  # type: ignore[assignment]
+        self.user_id: str = text(user_id, "user_id")
         super().__init__(session_id, store, expires_in, actor=self.user_id)
         self._restore_or_create(f"session created for {self.user_id}")
 
     @property
     def session_id(self) -> str:
-        return self._id  # type: ignore[return-value]
+        return self._id
 
     def __repr__(self) -> str:
         return (f"StateAwareAnalyticsSession({self.session_id!r}, {self.user_id!r}, v{self.version}, "
@@ -84,7 +84,7 @@ class StateAwareAnalyticsSession(StateAwareObject):
                               metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Record one exchange (the user's query and the response) and save it; returns the turn."""
         text(query, "query")
-        text(agent_id, "agent_id", optional=True)
+        optional_text(agent_id, "agent_id")
         fields = {"query": query, "response": check_storable(self._sm, response, "response"),
                   "agent_id": agent_id}
         if metadata is not None:
@@ -112,7 +112,7 @@ class StateAwareAnalyticsSession(StateAwareObject):
     def add_analysis_result(self, analysis_type: str, result: Any, agent_id: str | None = None) -> dict[str, Any]:
         """Keep one analysis result with the session and save it; returns the stored record."""
         text(analysis_type, "analysis_type")
-        text(agent_id, "agent_id", optional=True)
+        optional_text(agent_id, "agent_id")
         value = check_storable(self._sm, result, "result")
 
         def change(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -166,7 +166,7 @@ class StateAwareAnalyticsSession(StateAwareObject):
         or a previous state that has been purged. The session first reloads
         the head, so it undoes the latest change in the store, whoever made it.
         """
-        reason = text(reason, "reason")  # type: ignore[assignment]
+        reason = text(reason, "reason")
         self.refresh()
         target = self._state.get("previous_version")
         if not isinstance(target, int) or isinstance(target, bool) or target < 1:
