@@ -176,7 +176,7 @@ def _x_encode(v: Any, depth: int = 0) -> Any:
         return {TAG: "pd_timedelta", "v": int(v.value), "unit": v.unit}
     if isinstance(v, np.generic) and v.dtype.kind in "biufcmM":
         kind = v.dtype.kind
-        payload = str(v) if kind in "mM" else _x_encode(v.item(), depth + 1)
+        payload = int(v.view(np.int64)) if kind in "mM" else _x_encode(v.item(), depth + 1)
         return {TAG: "np", "dtype": v.dtype.str, "v": payload}
     raise TypeError(type(v).__name__)
 
@@ -234,11 +234,8 @@ def _x_decode(v: Any) -> Any:
         return pd.Timedelta(p, unit="ns").as_unit(v["unit"])
     if tag == "np":
         dtype = np.dtype(v["dtype"])
-        if dtype.kind in "mM":
-            unit = np.datetime_data(dtype)[0]
-            ctor = np.datetime64 if dtype.kind == "M" else np.timedelta64
-            raw = p if dtype.kind == "M" else p.split(" ")[0]
-            return ctor(raw, unit) if raw not in ("NaT",) else ctor("NaT", unit)
+        if dtype.kind in "mM":  # stored as the int64 count of its unit (NaT included)
+            return np.array(p, dtype=np.int64).view(dtype)[()]
         return dtype.type(_x_decode(p))
     raise IntegrityError(f"unknown tag {tag!r} in stored value")
 

@@ -306,7 +306,7 @@ class DatabaseManager:
                 return self._hot.pop()
         raw = self.engine.raw_connection()
         if not self.is_sqlite:
-            raw.driver_connection.autocommit = True
+            raw.driver_connection.autocommit = True  # type: ignore[union-attr]
         return raw
 
     def _release(self, raw: Any, healthy: bool) -> None:

@@ -137,6 +137,8 @@ VALUES: dict[str, Any] = {
     "np_int8": np.int8(-3),
     "np_bool": np.bool_(True),
     "np_datetime": np.datetime64("2024-01-01T12:00", "m"),
+    "np_timedelta": np.timedelta64(90, "s"),
+    "np_nat": np.datetime64("NaT", "ns"),
     "pd_timestamp": pd.Timestamp("2024-01-01 12:00", tz="America/New_York"),
     "pd_timedelta": pd.Timedelta("1 days 2 hours"),
     "surrogate": "bad \udc80 text",
@@ -156,6 +158,8 @@ def test_python_values_round_trip_exactly(shared: StateManager, case: str) -> No
     assert type(got) is type(value)
     if isinstance(value, float) and math.isnan(value):
         assert math.isnan(got)
+    elif isinstance(value, np.datetime64) and np.isnat(value):
+        assert np.isnat(got) and got.dtype == value.dtype
     else:
         assert got == value
         assert repr(got) == repr(value)
