@@ -101,7 +101,7 @@ class FrameMemo:
         try:
             guard = frame.copy(deep=False)
             fp = fingerprint(frame)
-            ref = weakref.ref(frame, lambda _r, k=key: self._forget(k))
+            ref = weakref.ref(frame, self._forgetter(key))
         except TypeError:
             return
         if fp is None or fingerprint(guard) != fp:
@@ -110,6 +110,12 @@ class FrameMemo:
             self._entries[key] = _Entry(ref, guard, fp, descriptor, size)
             while len(self._entries) > self.max_entries:
                 self._entries.pop(next(iter(self._entries)))
+
+    def _forgetter(self, key: int) -> Any:
+        def forget(_ref: Any) -> None:
+            self._forget(key)
+
+        return forget
 
     def _forget(self, key: int) -> None:
         with self._lock:
