@@ -570,6 +570,7 @@ class StateManager:
     def metrics(self, *, as_frame: bool = False) -> dict[str, Any] | pd.DataFrame:
         """Operation counts and latencies, cache hit rate, bytes written and deduplicated."""
         d = self._metrics.as_dict(self._cache.stats())
+        d["frame_memo_hits"] = self._memo.hits
         return Metrics.as_frame(d) if as_frame else d
 
     @property

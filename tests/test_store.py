@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -401,3 +402,23 @@ def test_large_frame_diffs_list_each_kind_up_to_max_rows_and_count_the_rest(sm: 
     counts = d["change"].value_counts().to_dict()
     assert counts == {"removed": 11, "changed": 11}  # 10 shown of each kind, plus a summary row
     assert "20 more removed rows" in " ".join(d["item"]) and "60 more changed cells" in " ".join(d["item"])
+
+
+def test_resaving_a_frame_skips_encoding_only_while_it_is_unchanged(sm: StateManager) -> None:
+    df = pd.DataFrame({"x": np.arange(300_000), "s": [f"r{i % 97}" for i in range(300_000)]})
+    sm.save("memo", {"df": df})
+    second = sm.save("memo", {"df": df})
+    assert sm.metrics()["frame_memo_hits"] == 1 and second.new_bytes < 200
+    df.loc[5, "x"] = -1  # in place: copy-on-write makes this visible to the memo
+    third = sm.save("memo", {"df": df})
+    assert sm.metrics()["frame_memo_hits"] == 1 and third.new_bytes > 0
+    df.loc[7, "s"] = "changed"
+    sm.save("memo", {"df": df})
+    df.index.name = "row"
+    sm.save("memo", {"df": df})
+    sm.cache.clear()
+    got = sm.load("memo")["df"]
+    assert got.loc[5, "x"] == -1 and got.loc[7, "s"] == "changed" and got.index.name == "row"
+    pd.testing.assert_frame_equal(got, df)
+    pd.testing.assert_frame_equal(sm.load("memo", 2)["df"].iloc[:10], pd.DataFrame(
+        {"x": np.arange(10), "s": [f"r{i}" for i in range(10)]}))
