@@ -49,7 +49,20 @@ __all__ = [
     "WorkflowStateError",
     "__version__",
     "load_ipython_extension",
+    "panel",
+    "unload_ipython_extension",
 ]
+
+
+def panel(store: StateManager | str | None = None, entity: str | None = None, *,
+          poll: float | None = None) -> Any:
+    """Open the state panel: the version timeline of ``entity`` and the diff of two versions.
+
+    Imports ipywidgets and plotly on first use; see :mod:`statekit.panels`.
+    """
+    from .panels import panel as _panel
+
+    return _panel(store, entity, poll=poll)
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -57,3 +70,10 @@ def load_ipython_extension(ipython: Any) -> None:
     from .magics import load_ipython_extension as _load
 
     _load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext statekit``: remove the magics and the auto-checkpoint hook."""
+    from .magics import unload_ipython_extension as _unload
+
+    _unload(ipython)

@@ -393,6 +393,8 @@ class DatabaseManager:
             found = self._stored_version(conn)
             if found is None:
                 models.SQLModel.metadata.create_all(conn, tables=ALL_TABLES)
+                if not self.is_sqlite:  # chunks are mostly compressed already: skip pglz, store out of line
+                    conn.exec_driver_sql("ALTER TABLE state_payloads ALTER COLUMN data SET STORAGE EXTERNAL")
                 conn.execute(
                     models.meta_table.insert(),
                     [{"key": "schema_version", "value": str(models.SCHEMA_VERSION)},

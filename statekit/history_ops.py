@@ -12,6 +12,7 @@ from . import codecs, validate
 from .db import utcnow
 from .diff import MISSING, diff_values, to_frame
 from .errors import ConflictError, NotFoundError
+from .integrity import SqlSource, chunk_faults
 from .models import MAIN_BRANCH, SnapshotStatus, TransitionType
 from .repository import SnapshotRow, _damaged
 from .snapshot import StateEvent, StateSnapshot, StateTransition
@@ -84,10 +85,11 @@ def rollback(sm: StateManager, entity_id: str, version: int | None, *, reason: s
         if row is None:
             raise sm._not_found(cur, entity_id, target, branch)  # noqa: SLF001
         row.verify()
+        # the new version shares the target's chunks: make sure every one is there and whole
         digests = {d for desc in row.items.values() for d in desc.get("chunks", ())}
-        missing = digests - sm._repo.existing_digests(cur, digests)  # noqa: SLF001
-        if missing:
-            raise _damaged(row.snapshot, f"{len(missing)} of its payload chunks are missing")
+        faults = chunk_faults(SqlSource(cur.connection.cursor, sm.db.sql, not sm.db.is_sqlite), digests)
+        if faults:
+            raise _damaged(row.snapshot, f"{len(faults)} of its payload chunks are missing or damaged")
         plan.message = f"rollback to v{target}" + (f": {reason}" if reason else "")
         plan.reason = reason or f"rollback to v{target}"
         plan.transition_meta = {"target_version": target, "target_snapshot_id": row.snapshot.snapshot_id}

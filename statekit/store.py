@@ -284,7 +284,10 @@ class StateManager:
             plan.deduplicated = sum(len(b) for d, b in chunks.items() if d in have)
         state_text = codecs.dumps(state_data)
         items_text = codecs.dumps(items)
-        size = len(state_text.encode("utf-8")) + sum(e.size for e in plan.encoded if not e.inline)
+        # new bytes: chunks this store lacked, plus values stored in the row itself
+        new_bytes += len(state_text) + sum(
+            e.size for e in plan.encoded if not e.inline and not e.reused and not e.descriptor.get("chunks"))
+        size = len(state_text.encode("utf-8")) + sum(int(desc.get("size", 0)) for desc in items.values())
         lifetime = DEFAULT_LIFETIMES.get(StateType(entity_type)) if plan.expires_in is _DEFAULT else plan.expires_in
         expires_at = now + lifetime if lifetime is not None else None
         kind = TransitionType.CREATE if version == 1 else (plan.kind or TransitionType.UPDATE)
@@ -294,7 +297,7 @@ class StateManager:
             "checksum": state_checksum(state_text, items_text), "now": self.db.ts(now),
             "exp": self.db.ts(expires_at), "status": plan.status.value, "kind": kind.value,
             "actor": plan.actor, "msg": plan.message, "meta": codecs.dumps(plan.metadata),
-            "names": codecs.dumps(names), "size": size, "new": new_bytes + len(state_text),
+            "names": codecs.dumps(names), "size": size, "new": new_bytes,
             "data": state_text, "items": items_text,
         })
         if all_digests:
@@ -305,7 +308,7 @@ class StateManager:
             checksum=state_checksum(state_text, items_text), created_at=now, expires_at=expires_at,
             status=plan.status, kind=kind, actor=plan.actor, message=plan.message,
             metadata=dict(plan.metadata), names=tuple(names), size_bytes=size,
-            new_bytes=new_bytes + len(state_text),
+            new_bytes=new_bytes,
         )
         transition = plan.transition(snap)
         repo.insert_transition(cur, transition)

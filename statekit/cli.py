@@ -1,0 +1,379 @@
+"""The ``statekit`` command: the store outside a notebook, as a thin shell over the library.
+
+Every subcommand calls one library function (``StateManager`` methods,
+``statekit.maintenance``) and prints its result: a table by default, JSON with
+``--json``. ``--url`` defaults to what ``StateManager()`` uses: ``$STATEKIT_URL``,
+else ``.statekit/state.db``. Commands that read a SQLite store refuse a file
+that does not exist instead of creating an empty store (``restore`` creates it).
+
+Exit codes scripts can rely on; on failure, one line on stderr:
+
+====  ===========================================================================
+0     success (``verify`` found no errors; warnings alone still exit 0)
+1     any other statekit error (e.g. a store of a newer schema)
+2     bad arguments or options
+3     integrity: ``verify`` found damage, or a damaged or untrusted payload was read
+4     not found: no such store, entity, version or branch
+5     conflict: e.g. a restore into a store that is not empty, without ``--merge``
+====  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from . import maintenance
+from .db import resolve_url
+from .errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError, StatekitError
+from .store import StateManager
+
+MAX_ROWS = 100
+"""A table on a terminal stops here; --json prints everything."""
+EXIT_ERROR, EXIT_USAGE, EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4, 5
+CODES: list[tuple[type[BaseException], int]] = [
+    (InvalidArgumentError, EXIT_USAGE), (IntegrityError, EXIT_INTEGRITY),
+    (NotFoundError, EXIT_NOT_FOUND), (ConflictError, EXIT_CONFLICT),
+]
+
+
+def _fail(message: str, code: int) -> None:
+    text = " ".join(str(message).split())  # always one line
+    click.echo(f"statekit: error: {text}", err=True)
+    sys.exit(code)
+
+
+class _Shell(click.Group):
+    """A group whose failures are one line on stderr and a documented exit code, never a traceback."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name or "statekit", complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            _fail(exc.format_message() + hint, EXIT_USAGE)
+        except click.exceptions.Abort:
+            _fail("aborted", EXIT_ERROR)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except StatekitError as exc:
+            _fail(str(exc), next((code for cls, code in CODES if isinstance(exc, cls)), EXIT_ERROR))
+        except sa.exc.ArgumentError as exc:
+            _fail(f"bad store URL: {exc}", EXIT_USAGE)
+        except sa.exc.SQLAlchemyError as exc:
+            orig = getattr(exc, "orig", None) or exc
+            _fail(f"cannot use the store: {str(orig).strip().splitlines()[0] if str(orig).strip() else orig!r}",
+                  EXIT_ERROR)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--url`` and ``--json`` on every subcommand too, so they may follow the subcommand's name."""
+    fn = click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON instead of a table.")(fn)
+    return click.option("--url", default=None, metavar="URL", help="The store (default: as StateManager()).")(fn)
+
+
+@click.group(cls=_Shell, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit codes: 0 ok, 1 error, 2 bad arguments, 3 integrity problem, 4 not found, 5 conflict.")
+@click.option("--url", default=None, metavar="URL", help="The store: a SQLAlchemy URL or a SQLite file "
+              "(default: $STATEKIT_URL, else .statekit/state.db).")
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON for scripts instead of tables.")
+@click.version_option(package_name="statekit")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, as_json: bool) -> None:
+    """Inspect and operate a statekit store: list, log, show, diff, verify, purge, back up, restore."""
+    ctx.obj = {"url": url, "json": as_json}
+
+
+class _Run:
+    """What a subcommand needs: the store (opened on first use) and the output mode."""
+
+    def __init__(self, ctx: click.Context, url: str | None, as_json: bool, *, create: bool = False):
+        self.url = url or ctx.obj["url"]
+        self.json = as_json or ctx.obj["json"]
+        self.create = create
+        self._sm: StateManager | None = None
+
+    def __enter__(self) -> _Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._sm is not None:
+            self._sm.close()
+
+    @property
+    def sm(self) -> StateManager:
+        if self._sm is None:
+            url = sa.engine.make_url(resolve_url(self.url))
+            db = url.database
+            if url.get_backend_name() == "sqlite" and db and db != ":memory:" and not self.create \
+                    and not Path(db).exists():
+                raise NotFoundError(f"No store at {db}; pass --url or set STATEKIT_URL.")
+            self._sm = StateManager(self.url)
+        return self._sm
+
+    def out(self, data: Any, human: Callable[[], None]) -> None:
+        if self.json:
+            indent = 2 if sys.stdout.isatty() else None
+            click.echo(json.dumps(data, default=_default, ensure_ascii=False, indent=indent))
+        else:
+            human()
+
+
+# ================================================================ subcommands
+
+
+@cli.command()
+@_common
+@click.pass_context
+def entities(ctx: click.Context, url: str | None, as_json: bool) -> None:
+    """List the entities in the store."""
+    with _Run(ctx, url, as_json) as run:
+        frame = run.sm.entities()
+        run.out(_records(frame), lambda: _table(frame, "no entities"))
+
+
+@cli.command()
+@click.argument("entity")
+@click.option("--branch", "-b", default=None, help="Only this branch's versions.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=None, help="Only the newest N versions.")
+@click.option("--include-expired", is_flag=True, help="Also list expired versions not purged yet.")
+@_common
+@click.pass_context
+def log(ctx: click.Context, entity: str, branch: str | None, limit: int | None, include_expired: bool,
+        url: str | None, as_json: bool) -> None:
+    """The versions of ENTITY, oldest first."""
+    with _Run(ctx, url, as_json) as run:
+        frame = run.sm.history(entity, branch=branch, include_expired=include_expired, limit=limit)
+        if frame.empty and entity not in set(run.sm.entities()["entity_id"]):
+            raise NotFoundError(f"No entity {entity!r} in this store; see 'statekit entities'.")
+        cols = ["version", "branch", "parent_version", "kind", "created_at", "actor", "message", "names", "size_bytes"]
+        run.out(_records(frame), lambda: _table(frame[cols], "no versions"))
+
+
+@cli.command()
+@click.argument("entity")
+@click.argument("version", type=click.IntRange(min=1), required=False)
+@click.option("--branch", "-b", default=None, help="The branch whose head to show (default main).")
+@click.option("--include-expired", is_flag=True, help="Show a version that has expired but is not purged yet.")
+@_common
+@click.pass_context
+def show(ctx: click.Context, entity: str, version: int | None, branch: str | None, include_expired: bool,
+         url: str | None, as_json: bool) -> None:
+    """One version of ENTITY (default: the head): its metadata and values."""
+    with _Run(ctx, url, as_json) as run:
+        snap = run.sm.get(entity, version, branch=branch, include_expired=include_expired)
+        state = run.sm.load(entity, snap.version, include_expired=include_expired)
+        meta = _snapshot_dict(snap)
+
+        def human() -> None:
+            width = max(map(len, meta))
+            for k, v in meta.items():
+                click.echo(f"{k:<{width}}  {_cell(v)}")
+            click.echo("")
+            rows = [{"name": n, "type": type(v).__name__, "value": _preview(v)} for n, v in state.items()]
+            _table(pd.DataFrame(rows, columns=["name", "type", "value"]), "no values")
+
+        run.out({"snapshot": meta, "state": {k: _jsonable(v) for k, v in state.items()}}, human)
+
+
+@cli.command()
+@click.argument("entity")
+@click.argument("a", type=click.IntRange(min=1))
+@click.argument("b", type=click.IntRange(min=1), required=False)
+@click.option("--branch", default=None, help="The branch whose head B defaults to (default main).")
+@_common
+@click.pass_context
+def diff(ctx: click.Context, entity: str, a: int, b: int | None, branch: str | None, url: str | None,
+         as_json: bool) -> None:
+    """What changed in ENTITY from version A to version B (default: the head)."""
+    with _Run(ctx, url, as_json) as run:
+        frame = run.sm.diff(entity, a, b, branch=branch)
+        run.out(_records(frame), lambda: _table(frame, "no differences"))
+
+
+@cli.command()
+@click.argument("entity", required=False)
+@_common
+@click.pass_context
+def verify(ctx: click.Context, entity: str | None, url: str | None, as_json: bool) -> int:
+    """Check checksums, payloads, parents and branch heads (of ENTITY, or the whole store)."""
+    with _Run(ctx, url, as_json) as run:
+        frame = maintenance.verify(run.sm, entity)
+        run.out(_records(frame), lambda: _table(frame, "OK: no problems found"))
+    errors = frame[frame["severity"] == "error"]
+    if errors.empty:
+        return 0
+    click.echo(f"statekit: error: verify found {len(errors)} integrity problems in "
+               f"{errors['snapshot_id'].nunique()} snapshots", err=True)
+    return EXIT_INTEGRITY
+
+
+@cli.command()
+@click.argument("entity")
+@click.option("--branch", "-b", default=None, help="The branch to recover (default main).")
+@click.option("--reason", default=None, help="Why, for the audit trail.")
+@_common
+@click.pass_context
+def recover(ctx: click.Context, entity: str, branch: str | None, reason: str | None, url: str | None,
+            as_json: bool) -> None:
+    """Make ENTITY's last intact version its new head (recorded as a 'recover' transition)."""
+    with _Run(ctx, url, as_json) as run:
+        snap = maintenance.recover(run.sm, entity, branch, reason=reason)
+        run.out(_snapshot_dict(snap), lambda: click.echo(f"{entity} v{snap.version} ({snap.kind}): {snap.message}"))
+
+
+@cli.command("purge-expired")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, and remove nothing.")
+@_common
+@click.pass_context
+def purge_expired(ctx: click.Context, dry_run: bool, url: str | None, as_json: bool) -> None:
+    """Remove expired snapshots and the payloads only they used."""
+    with _Run(ctx, url, as_json) as run:
+        frame = maintenance.purge_expired(run.sm, dry_run=dry_run)
+
+        def human() -> None:
+            snaps, chunks = frame[frame["kind"] == "snapshot"], frame[frame["kind"] == "chunk"]
+            branches = frame[frame["kind"] == "branch"]
+            verb = "Would remove" if dry_run else "Removed"
+            click.echo(f"{verb} {len(snaps)} snapshots, {len(chunks)} payload chunks "
+                       f"({_size(int(chunks['size_bytes'].sum()))}) and {len(branches)} branches.")
+            if len(snaps):
+                _table(snaps[["entity_id", "version", "branch", "expires_at", "size_bytes"]], "")
+
+        run.out(_records(frame), human)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@_common
+@click.pass_context
+def backup(ctx: click.Context, path: str, url: str | None, as_json: bool) -> None:
+    """Write a consistent backup of the whole store to PATH (while others keep saving)."""
+    with _Run(ctx, url, as_json) as run:
+        info = run.sm.backup(path)
+        counts = info["counts"]
+        run.out(info, lambda: click.echo(
+            f"Backed up {counts['state_entities']} entities, {counts['state_snapshots']} snapshots and "
+            f"{counts['state_transitions']} transitions to {info['path']} ({_size(info['bytes'])})."))
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--merge", is_flag=True, help="Add the backup's history to a store that is not empty.")
+@_common
+@click.pass_context
+def restore(ctx: click.Context, path: str, merge: bool, url: str | None, as_json: bool) -> None:
+    """Load the backup at PATH into the store (which must be empty unless --merge)."""
+    with _Run(ctx, url, as_json, create=True) as run:
+        info = run.sm.restore(path, merge=merge)
+        run.out(info, lambda: click.echo(
+            f"Restored {info['snapshots_added']} snapshots ({info['snapshots_skipped']} already present), "
+            f"{info['transitions_added']} transitions and {info['chunks_added']} payload chunks from {path}."))
+
+
+def main() -> None:
+    """Console entry point (``statekit``) and ``python -m statekit``."""
+    cli.main(prog_name="statekit")
+
+
+# ================================================================ output
+
+
+def _table(frame: pd.DataFrame, empty: str) -> None:
+    if frame.empty:
+        if empty:
+            click.echo(empty)
+        return
+    shown = frame.head(MAX_ROWS).copy()
+    for c in shown.columns:
+        shown[c] = [_cell(v) for v in shown[c]]
+    click.echo(shown.to_string(index=False, max_colwidth=60))
+    if len(frame) > MAX_ROWS:
+        click.echo(f"... and {len(frame) - MAX_ROWS} more rows (--json prints them all)")
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT:
+        return ""
+    if isinstance(v, (pd.Timestamp, datetime)):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v))
+    if isinstance(v, dict):
+        return json.dumps(v, default=_default, ensure_ascii=False) if v else ""
+    return str(v)
+
+
+def _preview(v: Any, width: int = 70) -> str:
+    if isinstance(v, pd.DataFrame):
+        cols = ", ".join(f"{c}: {t}" for c, t in v.dtypes.astype(str).items())
+        text = f"{v.shape[0]} rows x {v.shape[1]} columns ({cols})"
+    elif isinstance(v, pd.Series):
+        text = f"{len(v)} values, dtype {v.dtype}"
+    elif isinstance(v, np.ndarray):
+        text = f"shape {v.shape}, dtype {v.dtype}"
+    else:
+        text = " ".join(repr(v).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _snapshot_dict(snap: Any) -> dict[str, Any]:
+    keys = ["entity_id", "version", "branch", "kind", "state_type", "status", "created_at", "expires_at", "actor",
+            "message", "parent_version", "snapshot_id", "parent_snapshot_id", "checksum", "names", "size_bytes",
+            "new_bytes", "metadata"]
+    return {k: getattr(snap, k) for k in keys}
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _plain(v: Any) -> Any:
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v
+
+
+def _default(v: Any) -> Any:
+    """JSON for what ``json`` cannot write: times, numpy scalars, enums, sets, bytes."""
+    if isinstance(v, (datetime, date, pd.Timestamp)):
+        return v.isoformat()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, (set, frozenset, tuple)):
+        return list(v)
+    if isinstance(v, bytes):
+        return v.hex()
+    if hasattr(v, "value") and isinstance(getattr(v, "value", None), str):
+        return v.value
+    return repr(v)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (pd.DataFrame, pd.Series)):
+        kind = type(v).__name__
+        return {"type": kind, **json.loads(v.to_json(orient="split", date_format="iso", default_handler=str))}
+    if isinstance(v, np.ndarray):
+        return {"type": "ndarray", "dtype": str(v.dtype), "shape": list(v.shape), "data": v.tolist()}
+    return v

@@ -1,0 +1,317 @@
+"""Operating a store: ``verify``, ``last_intact`` / ``recover`` and ``purge_expired``.
+
+**verify** runs the checks of :mod:`statekit.integrity` over the store (or one
+entity) in one consistent read and returns one row per problem; empty means
+healthy. See that module for what each ``problem`` means.
+
+**last_intact / recover.** ``last_intact(entity)`` walks the branch's parent
+chain from its head (then, where a parent is missing, the older versions made
+on the branch) and returns the newest unexpired snapshot whose checksum and
+chunks all verify. ``recover(entity)`` makes that state the new head: a new
+version of kind ``recover`` whose content is the intact version's (by
+reference, no bytes copied), and a ``recover`` transition whose metadata names
+the damaged head (``damaged_version``, ``damaged_snapshot_id``) and the source
+(``recovered_from_version``, ``recovered_from_snapshot_id``). It refuses with
+ConflictError if someone moved the head meanwhile. The damaged version stays in
+the history (snapshots are immutable), so ``verify()`` keeps reporting it.
+``sm.rollback(entity, sm.last_intact(entity).version, reason=...)`` does the
+same with a ``rollback`` record.
+
+**purge_expired** removes snapshots whose ``expires_at <= now``, their link
+rows, and chunks no remaining snapshot links to (plus orphan chunks and
+dangling links left by earlier damage). Entities are purged in groups, one
+transaction each; on PostgreSQL each transaction locks the entity rows (so no
+save on them interleaves) and then takes the purge advisory lock (so no save
+reuses a chunk being deleted), the order saves take them in. No dangling
+reference is left:
+
+- a surviving child of an expired snapshot is re-pointed to its nearest
+  surviving ancestor (or to none), and the EXPIRE transition of the removed
+  parent lists it under ``reparented``;
+- a branch whose head expires moves back to the head's nearest surviving
+  ancestor. If none survives, ``main`` keeps its row with an empty head (the
+  next save starts a new line and carries on the entity's numbering) and any
+  other branch is removed. The head's EXPIRE transition records it under
+  ``branches``.
+
+One EXPIRE transition is written per removed snapshot (from_version = the
+removed version, to_version empty). The entity row is kept, so version numbers
+are never reused. The result has one row per removed thing, ``kind`` being
+``snapshot``, ``branch`` or ``chunk``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from . import validate
+from .db import as_utc, utcnow
+from .errors import InvalidArgumentError, NotFoundError
+from .integrity import SqlSource, chunk_faults, consistent_read, digests_of, find_problems, placeholders, problems_frame
+from .models import MAIN_BRANCH, SnapshotStatus, TransitionType
+from .repository import _damaged, state_checksum
+from .snapshot import StateSnapshot, StateTransition
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from .repository import SnapshotRow
+    from .store import StateManager
+
+PURGE_COLUMNS = ["kind", "entity_id", "version", "branch", "snapshot_id", "digest", "size_bytes", "expires_at"]
+PURGE_GROUP = 50
+
+
+def verify(sm: StateManager, entity_id: str | None = None) -> pd.DataFrame:
+    """Check every checksum, chunk, link, parent and branch head; one row per problem found."""
+    eid = validate.identifier(entity_id, "entity_id") if entity_id is not None else None
+    started = time.perf_counter()
+    with consistent_read(sm.db) as conn:
+        problems = find_problems(SqlSource.of_store(sm.db, conn), eid)
+    sm._metrics.record("verify", time.perf_counter() - started)
+    return problems_frame(problems)
+
+
+# ================================================================ last intact version and recovery
+
+
+def last_intact(sm: StateManager, entity_id: str, branch: str | None = None, *,
+                include_expired: bool = False) -> StateSnapshot:
+    """The newest snapshot on ``branch``'s line (head, parent, ...) whose checksum and chunks verify."""
+    entity_id = validate.identifier(entity_id, "entity_id")
+    b = validate.identifier(branch or MAIN_BRANCH, "branch")
+    now = utcnow()
+    with consistent_read(sm.db) as conn:
+        src = SqlSource.of_store(sm.db, conn)
+        for row in _lineage(sm, conn, entity_id, b):
+            snap = row.snapshot
+            if not include_expired and snap.expires_at is not None and snap.expires_at <= now:
+                continue
+            if state_checksum(row.state_text, row.items_text) == snap.checksum and not chunk_faults(
+                    src, digests_of(row.items)):
+                return sm._attach(snap)
+    raise NotFoundError(f"{entity_id!r} has no intact version on branch {b!r}; restore it from a backup.")
+
+
+def _lineage(sm: StateManager, conn: Connection, entity_id: str, branch: str) -> Iterator[SnapshotRow]:
+    """The branch's head, its parent, and so on; where a parent is missing, the older versions made on the branch."""
+    cur = sm.db.cursor(conn)
+    head = sm._repo.branch_head(cur, entity_id, branch)
+    if head is None:
+        raise sm._not_found(cur, entity_id, None, branch)
+    sid, below = head[0], (head[1] or 0) + 1
+    while sid is not None:
+        row = sm._repo.read_snapshot_by_id(cur, sid)
+        if row is None:
+            break
+        yield row
+        sid, below = row.snapshot.parent_snapshot_id, row.snapshot.version
+    cur.execute(sm.db.sql("SELECT snapshot_id FROM state_snapshots WHERE entity_id = :e AND branch = :b "
+                          "AND version < :v ORDER BY version DESC"), {"e": entity_id, "b": branch, "v": below})
+    for (older,) in cur.fetchall():
+        row = sm._repo.read_snapshot_by_id(cur, older)
+        if row is not None:
+            yield row
+
+
+def recover(sm: StateManager, entity_id: str, branch: str | None = None, *, actor: str | None = None,
+            reason: str | None = None) -> StateSnapshot:
+    """Make the last intact version the new head of ``branch`` (a ``recover`` version and transition).
+
+    Returns the new head; if the head is intact already, returns it and records nothing.
+    """
+    from .store import _DEFAULT, _SavePlan
+
+    started = time.perf_counter()
+    entity_id = validate.identifier(entity_id, "entity_id")
+    b = validate.identifier(branch or MAIN_BRANCH, "branch")
+    reason = validate.optional_text(reason, "reason")
+    good = last_intact(sm, entity_id, b)
+    head = sm.db.run_hot(lambda cur, _a: sm._repo.branch_head(cur, entity_id, b), write=False)
+    if head is None or head[0] == good.snapshot_id:
+        return good
+    plan = _SavePlan(
+        entity_id=entity_id, branch=b, state_type=None, encoded=[],
+        message=f"recover: v{head[1]} is damaged; state of v{good.version}",
+        actor=validate.optional_text(actor, "actor") or sm.actor, metadata={}, expected_version=head[1] or 0,
+        expires_in=_DEFAULT, status=SnapshotStatus.ACTIVE, merge=False,
+        snapshot_id=uuid.uuid4().hex, transition_id=uuid.uuid4().hex,
+    )
+    plan.kind = TransitionType.RECOVER
+    plan.reason = reason or plan.message
+    plan.transition_meta = {"damaged_version": head[1], "damaged_snapshot_id": head[0],
+                            "recovered_from_version": good.version, "recovered_from_snapshot_id": good.snapshot_id}
+
+    def source(cur: Any) -> SnapshotRow:
+        row = sm._repo.read_snapshot_by_id(cur, good.snapshot_id)
+        if row is None:
+            raise NotFoundError(f"{entity_id!r} v{good.version} disappeared (purged?); run recover() again.")
+        row.verify()
+        digests = digests_of(row.items)
+        if digests - sm._repo.existing_digests(cur, digests):
+            raise _damaged(row.snapshot, "some of its payload chunks are missing")
+        return row
+
+    plan.copy_from = source
+    snap, transition = sm.db.run_hot(lambda cur, attempt: sm._write(cur, attempt, plan), write=True)
+    sm._after_save(plan, snap, transition, started, record=False)
+    sm._metrics.record("recover", time.perf_counter() - started)
+    return snap
+
+
+# ================================================================ expiry
+
+
+def purge_expired(sm: StateManager, now: datetime | None = None, *, dry_run: bool = False) -> pd.DataFrame:
+    """Remove snapshots expired at ``now`` (default: the current time) and what only they used.
+
+    ``dry_run=True`` does all the work in one transaction and rolls it back:
+    the result says what a purge would remove.
+    """
+    if now is not None and not isinstance(now, datetime):
+        raise InvalidArgumentError(f"now must be a datetime, not {type(now).__name__}.")
+    when = as_utc(now) or utcnow()
+    started = time.perf_counter()
+    db = sm.db
+
+    def expired_entities(conn: Connection, _a: int) -> list[str]:
+        cur = db.cursor(conn)
+        cur.execute(db.sql("SELECT DISTINCT entity_id FROM state_snapshots WHERE expires_at IS NOT NULL "
+                           "AND expires_at <= :now ORDER BY entity_id"), {"now": db.ts(when)})
+        return [r[0] for r in cur.fetchall()]
+
+    ids = db.run_read(expired_entities)
+    groups = [ids[i : i + PURGE_GROUP] for i in range(0, len(ids), PURGE_GROUP)]
+    records: list[dict[str, Any]] = []
+    if dry_run:
+        def rehearse(conn: Connection, _a: int) -> None:
+            found = [r for g in groups for r in _purge_group(sm, conn, g, when)] + _sweep(sm, conn)
+            raise _Rehearsal(found)
+
+        try:
+            db.run_write(rehearse)
+        except _Rehearsal as done:
+            records = done.records
+    else:
+        for g in groups:
+            records += db.run_write(lambda conn, _a, g=g: _purge_group(sm, conn, g, when))
+        records += db.run_write(lambda conn, _a: _sweep(sm, conn))
+        sm.cache.discard({r["snapshot_id"] for r in records if r["kind"] == "snapshot"})
+        sm._metrics.record("purge_expired", time.perf_counter() - started)
+    frame = pd.DataFrame(records, columns=PURGE_COLUMNS)
+    for c in ("version", "size_bytes"):
+        frame[c] = frame[c].astype("Int64")
+    frame["expires_at"] = pd.to_datetime(frame["expires_at"], utc=True)
+    return frame
+
+
+class _Rehearsal(Exception):
+    def __init__(self, records: list[dict[str, Any]]):
+        super().__init__("dry run")
+        self.records = records
+
+
+def _purge_group(sm: StateManager, conn: Connection, entity_ids: list[str], when: datetime) -> list[dict[str, Any]]:
+    db, repo = sm.db, sm._repo
+    cur = db.cursor(conn)
+    if not db.is_sqlite:  # entity rows first, then the purge lock: the order saves take them in
+        cur.execute("SELECT entity_id FROM state_entities WHERE entity_id = ANY(%(ids)s) ORDER BY entity_id "
+                    "FOR UPDATE", {"ids": entity_ids})
+        db.lock_for_purge(conn)
+    records: list[dict[str, Any]] = []
+    candidates: set[str] = set()
+    for e in entity_ids:
+        cur.execute(db.sql("SELECT snapshot_id, version, branch, parent_snapshot_id, expires_at, size_bytes "
+                           "FROM state_snapshots WHERE entity_id = :e"), {"e": e})
+        snaps = {r[0]: (int(r[1]), r[2], r[3], as_utc(r[4]), int(r[5] or 0)) for r in cur.fetchall()}
+        gone = {sid for sid, s in snaps.items() if s[3] is not None and s[3] <= when}
+        if not gone:
+            continue
+        notes: dict[str, dict[str, list[Any]]] = {sid: {"reparented": [], "branches": []} for sid in gone}
+
+        for sid, (v, _b, parent, _x, _s) in snaps.items():
+            if sid not in gone and parent in gone:
+                new = _survivor(parent, gone, snaps)
+                cur.execute(db.sql("UPDATE state_snapshots SET parent_snapshot_id = :p, parent_version = :pv "
+                                   "WHERE snapshot_id = :s"), {"p": new, "pv": snaps[new][0] if new else None, "s": sid})
+                notes[parent]["reparented"].append({"version": v, "parent_version": snaps[new][0] if new else None})
+        cur.execute(db.sql("SELECT name, head_snapshot_id FROM state_branches WHERE entity_id = :e"), {"e": e})
+        for name, head in cur.fetchall():
+            if head not in gone:
+                continue
+            new = _survivor(head, gone, snaps)
+            note = {"branch": name, "head_version": snaps[new][0] if new else None, "removed": False}
+            if new is not None or name == MAIN_BRANCH:
+                cur.execute(db.sql("UPDATE state_branches SET head_snapshot_id = :s, head_version = :v "
+                                   "WHERE entity_id = :e AND name = :b"), {"s": new, "v": note["head_version"], "e": e, "b": name})
+            else:
+                cur.execute(db.sql("DELETE FROM state_branches WHERE entity_id = :e AND name = :b"), {"e": e, "b": name})
+                note["removed"] = True
+                records.append(_record("branch", e, None, name, None, None, None, None))
+            notes[head]["branches"].append(note)
+        ordered = sorted(gone, key=lambda s: snaps[s][0])
+        for start in range(0, len(ordered), 500):
+            marks, mp = placeholders(ordered[start : start + 500])
+            cur.execute(db.sql(f"SELECT DISTINCT digest FROM state_snapshot_payloads WHERE snapshot_id IN ({marks})"), mp)
+            candidates.update(r[0] for r in cur.fetchall())
+            cur.execute(db.sql(f"DELETE FROM state_snapshot_payloads WHERE snapshot_id IN ({marks})"), mp)
+            cur.execute(db.sql(f"DELETE FROM state_snapshots WHERE snapshot_id IN ({marks})"), mp)
+        stamp = utcnow()
+        for sid in ordered:
+            v, b, _p, exp, size = snaps[sid]
+            assert exp is not None
+            repo.insert_transition(cur, StateTransition(
+                transition_id=uuid.uuid4().hex, entity_id=e, branch=b, transition_type=TransitionType.EXPIRE,
+                from_snapshot_id=sid, to_snapshot_id=None, from_version=v, to_version=None, actor=sm.actor,
+                reason=f"expired at {exp:%Y-%m-%d %H:%M:%S} UTC", timestamp=stamp,
+                metadata={"expires_at": exp.isoformat(), "size_bytes": size,
+                          **{k: val for k, val in notes[sid].items() if val}},
+            ))
+            records.append(_record("snapshot", e, v, b, sid, None, size, exp))
+    records += _delete_unused_chunks(sm, cur, sorted(candidates))
+    return records
+
+
+def _delete_unused_chunks(sm: StateManager, cur: Any, digests: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for start in range(0, len(digests), 500):
+        marks, mp = placeholders(digests[start : start + 500])
+        cur.execute(sm.db.sql(f"SELECT digest, size FROM state_payloads c WHERE digest IN ({marks}) AND NOT EXISTS "
+                              "(SELECT 1 FROM state_snapshot_payloads l WHERE l.digest = c.digest)"), mp)
+        unused = cur.fetchall()
+        if unused:
+            marks, mp = placeholders([d for d, _n in unused])
+            cur.execute(sm.db.sql(f"DELETE FROM state_payloads WHERE digest IN ({marks})"), mp)
+            out += [_record("chunk", None, None, None, None, d, int(n), None) for d, n in unused]
+    return out
+
+
+def _sweep(sm: StateManager, conn: Connection) -> list[dict[str, Any]]:
+    """Remove link rows of missing snapshots and chunks no snapshot uses (left by damage or old bugs)."""
+    db = sm.db
+    cur = db.cursor(conn)
+    db.lock_for_purge(conn)
+    cur.execute("DELETE FROM state_snapshot_payloads WHERE NOT EXISTS "
+                "(SELECT 1 FROM state_snapshots s WHERE s.snapshot_id = state_snapshot_payloads.snapshot_id)")
+    cur.execute("SELECT digest FROM state_payloads c WHERE NOT EXISTS "
+                "(SELECT 1 FROM state_snapshot_payloads l WHERE l.digest = c.digest)")
+    return _delete_unused_chunks(sm, cur, [r[0] for r in cur.fetchall()])
+
+
+def _record(kind: str, e: str | None, v: int | None, b: str | None, sid: str | None, digest: str | None,
+            size: int | None, exp: datetime | None) -> dict[str, Any]:
+    return {"kind": kind, "entity_id": e, "version": v, "branch": b, "snapshot_id": sid, "digest": digest,
+            "size_bytes": size, "expires_at": exp}
+
+
+def _survivor(sid: str | None, gone: set[str], snaps: dict[str, tuple[Any, ...]]) -> str | None:
+    """The nearest ancestor of ``sid`` (itself included) that is not being removed."""
+    while sid is not None and sid in gone:
+        sid = snaps[sid][2]
+    return sid if sid in snaps else None
