@@ -14,6 +14,7 @@ place (one message to the browser) and keep the user's zoom (``uirevision``).
 
 from __future__ import annotations
 
+import bisect
 import html
 import math
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from .models import MAIN_BRANCH
+from ..models import MAIN_BRANCH
 
 KIND_COLOURS: dict[str, str] = {
     "create": "#2ca02c",
@@ -41,8 +42,12 @@ GL_THRESHOLD = 500
 MAX_LABELS = 30
 """At most about this many ``vN`` labels are written on the chart; hover shows every version."""
 
-EDGES, ROLLBACKS, BRANCH_POINTS, MARKERS, SELECTION = range(5)
-"""Trace indexes; legend-only traces for each kind present follow SELECTION."""
+ARC_HEIGHT = 0.35
+"""How far (in lanes) a rollback's dashed arc rises above its lane."""
+
+EDGES, ROLLBACKS, BRANCH_POINTS, MARKERS, LABELS, SELECTION = range(6)
+"""Trace indexes; legend-only traces for each kind present follow SELECTION. The ``vN``
+labels are a trace of their own (always SVG: WebGL text misplaces labels on date axes)."""
 
 
 def human_size(n: Any) -> str:
@@ -60,7 +65,7 @@ def human_size(n: Any) -> str:
     return f"{value:.1f} TB"  # pragma: no cover - the loop always returns
 
 
-def _text(v: Any) -> str | None:
+def cell_text(v: Any) -> str | None:
     """A cell as text, None for missing values (history has NaN where a message is None)."""
     if v is None:
         return None
@@ -72,7 +77,7 @@ def _text(v: Any) -> str | None:
     return str(v)
 
 
-def _utc(ts: Any) -> pd.Timestamp:
+def utc_naive(ts: Any) -> pd.Timestamp:
     """A naive UTC timestamp: plotly.js reads offsets in date strings badly, so the axis is plain UTC."""
     t = pd.Timestamp(ts)
     return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
@@ -82,9 +87,12 @@ def _utc(ts: Any) -> pd.Timestamp:
 class Timeline:
     """Everything the chart shows, as plain lists (easy to check in tests)."""
 
+    x_mode: str = "time"
     lanes: list[str] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
-    x: list[pd.Timestamp] = field(default_factory=list)
+    times: list[pd.Timestamp] = field(default_factory=list)
+    x: list[Any] = field(default_factory=list)
+    """The save time (naive UTC) or, with x_mode="version", the version number."""
     y: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     hover: list[str] = field(default_factory=list)
@@ -96,7 +104,13 @@ class Timeline:
     branch_points: list[dict[str, Any]] = field(default_factory=list)
     heads: dict[str, int] = field(default_factory=dict)
 
-    def position(self, version: int) -> tuple[pd.Timestamp, str] | None:
+    @property
+    def lane_index(self) -> dict[str, int]:
+        """Branch -> its lane's y value (lanes are numbered, labelled with the branch names)."""
+        return {b: i for i, b in enumerate(self.lanes)}
+
+    def position(self, version: int) -> tuple[Any, str] | None:
+        """Where ``version`` sits: (x, branch)."""
         try:
             i = self.versions.index(version)
         except ValueError:
@@ -104,10 +118,16 @@ class Timeline:
         return self.x[i], self.y[i]
 
 
+X_MODES = ("time", "version")
+"""x is the save time (the default), or the version number: evenly spaced, for bursts of saves."""
+
+
 def build_timeline(history: pd.DataFrame, transitions: pd.DataFrame | None = None,
-                   branches: pd.DataFrame | None = None) -> Timeline:
+                   branches: pd.DataFrame | None = None, *, x_mode: str = "time") -> Timeline:
     """Turn an entity's history (all branches), transitions and branches into a Timeline."""
-    tl = Timeline()
+    if x_mode not in X_MODES:
+        raise ValueError(f"x_mode must be one of {X_MODES}, not {x_mode!r}")
+    tl = Timeline(x_mode=x_mode)
     hist = history.sort_values("version") if len(history) else history
     branch_rows = branches if branches is not None else pd.DataFrame(
         columns=["branch", "head_version", "base_version", "created_at"])
@@ -118,7 +138,7 @@ def build_timeline(history: pd.DataFrame, transitions: pd.DataFrame | None = Non
             lanes.append(b)
     tl.lanes = lanes
     for b, head in zip(branch_rows["branch"], branch_rows["head_version"], strict=True):
-        if _text(head) is not None:
+        if cell_text(head) is not None:
             tl.heads[b] = int(head)
 
     n = len(hist)
@@ -127,48 +147,55 @@ def build_timeline(history: pd.DataFrame, transitions: pd.DataFrame | None = Non
     for i, row in enumerate(hist.itertuples(index=False)):
         v = int(row.version)
         kind = str(row.kind)
-        when = _utc(row.created_at)
+        when = utc_naive(row.created_at)
         tl.versions.append(v)
-        tl.x.append(when)
+        tl.times.append(when)
+        tl.x.append(when if x_mode == "time" else v)
         tl.y.append(str(row.branch))
         tl.kinds.append(kind)
         tl.labels.append(f"v{v}" if (i % every == 0 or i == n - 1 or v in head_versions) else "")
-        msg, actor = _text(row.message), _text(row.actor)
+        msg, actor = cell_text(row.message), cell_text(row.actor)
         parts = [
             f"<b>v{v}</b> · {html.escape(str(row.branch))} · {html.escape(kind)}",
             f"{when:%Y-%m-%d %H:%M:%S} UTC",
-            html.escape(_short(msg, 80)) if msg else "<i>no message</i>",
+            html.escape(shorten(msg, 80)) if msg else "<i>no message</i>",
             f"by {html.escape(actor)}" if actor else "by ?",
             f"size {human_size(row.size_bytes)} (new {human_size(row.new_bytes)})",
         ]
         tl.hover.append("<br>".join(parts))
 
     known = set(tl.versions)
-    by_version = {v: (x, y) for v, x, y in zip(tl.versions, tl.x, tl.y, strict=True)}
+    when_of = dict(zip(tl.versions, tl.times, strict=True))
     # where a branch starts: the base version's lane -> a diamond in the branch's own lane
     for b, base, created in zip(branch_rows["branch"], branch_rows["base_version"], branch_rows["created_at"],
                                 strict=True):
-        if _text(base) is None or int(base) not in known:
+        if cell_text(base) is None or int(base) not in known:
             continue
-        when = max(_utc(created), by_version[int(base)][0])
-        tl.branch_points.append({"branch": b, "base": int(base), "x": when, "y": b,
+        when = max(utc_naive(created), when_of[int(base)])
+        if x_mode == "version":  # half a step before the first version saved after the branch was made
+            later = bisect.bisect_right(tl.times, when)
+            x: Any = (tl.versions[later] - 0.5) if later < len(tl.versions) else tl.versions[-1] + 0.5
+            x = max(x, int(base) + 0.5)
+        else:
+            x = when
+        tl.branch_points.append({"branch": b, "base": int(base), "x": x, "y": b,
                                  "hover": f"branch <b>{html.escape(b)}</b> from v{int(base)}<br>"
-                                          f"{_utc(created):%Y-%m-%d %H:%M:%S} UTC"})
+                                          f"{utc_naive(created):%Y-%m-%d %H:%M:%S} UTC"})
     for row in hist.itertuples(index=False):
-        parent = _text(row.parent_version)
+        parent = cell_text(row.parent_version)
         if parent is not None and int(parent) in known:
             tl.edges.append((int(parent), int(row.version)))
     if transitions is not None and len(transitions):
         for t in transitions.itertuples(index=False):
             if str(t.transition_type) != "rollback" or not isinstance(t.metadata, dict):
                 continue
-            target, new = t.metadata.get("target_version"), _text(t.to_version)
+            target, new = t.metadata.get("target_version"), cell_text(t.to_version)
             if target is not None and new is not None and int(target) in known and int(new) in known:
                 tl.rollbacks.append((int(target), int(new)))
     return tl
 
 
-def _short(s: str, n: int) -> str:
+def shorten(s: str, n: int) -> str:
     s = " ".join(s.split())
     return s if len(s) <= n else s[: n - 1] + "…"
 
@@ -183,48 +210,59 @@ def _segments(pairs: list[tuple[Any, Any, Any, Any]]) -> tuple[list[Any], list[A
     return xs, ys
 
 
+def _arcs(pairs: list[tuple[Any, float, Any, float]]) -> tuple[list[Any], list[Any]]:
+    """Rollback edges as arcs above the lanes (a spline through a raised midpoint), so they do
+    not hide under the parent -> child line that runs along the same lane."""
+    xs: list[Any] = []
+    ys: list[Any] = []
+    for x0, y0, x1, y1 in pairs:
+        xs += [x0, x0 + (x1 - x0) / 2, x1, None]
+        ys += [y0, max(y0, y1) + ARC_HEIGHT, y1, None]
+    return xs, ys
+
+
 def timeline_traces(tl: Timeline, selected: tuple[int | None, int | None] = (None, None)) -> list[dict[str, Any]]:
-    """The traces, in the fixed order EDGES, ROLLBACKS, BRANCH_POINTS, MARKERS, SELECTION, legend entries."""
-    pos = {v: (x, y) for v, x, y in zip(tl.versions, tl.x, tl.y, strict=True)}
+    """The traces, in the fixed order EDGES, ROLLBACKS, BRANCH_POINTS, MARKERS, LABELS, SELECTION, legend."""
+    lane = tl.lane_index
+    pos = {v: (x, lane[y]) for v, x, y in zip(tl.versions, tl.x, tl.y, strict=True)}
     bp = {(p["branch"], p["base"]): p for p in tl.branch_points}
     segments = []
     for parent, child in tl.edges:
         (x0, y0), (x1, y1) = pos[parent], pos[child]
-        point = bp.get((y1, parent)) if y0 != y1 else None
+        point = bp.get((tl.lanes[int(y1)], parent)) if y0 != y1 else None
         if point is not None:  # route the branch's first version through its branch point
-            segments.append((point["x"], point["y"], x1, y1))
+            segments.append((point["x"], lane[point["y"]], x1, y1))
         else:
             segments.append((x0, y0, x1, y1))
     for p in tl.branch_points:
         x0, y0 = pos[p["base"]]
-        segments.append((x0, y0, p["x"], p["y"]))
+        segments.append((x0, y0, p["x"], lane[p["y"]]))
     ex, ey = _segments(segments)
-    rx, ry = _segments([(*pos[a], *pos[b]) for a, b in tl.rollbacks])
+    rx, ry = _arcs([(*pos[a], *pos[b]) for a, b in tl.rollbacks])
     marker_type = "scattergl" if len(tl.versions) > GL_THRESHOLD else "scatter"
     small = len(tl.versions) > 200
-    sx, sy, stext = [], [], []
-    for tag, v in zip(("A", "B"), selected, strict=True):
-        if v is not None and v in pos:
-            sx.append(pos[v][0])
-            sy.append(pos[v][1])
-            stext.append(tag)
+    ring = selection_points(tl, selected)
     traces: list[dict[str, Any]] = [
         {"type": "scatter", "name": "parent → child", "x": ex, "y": ey, "mode": "lines",
          "line": {"color": "#9a9a9a", "width": 1.5}, "hoverinfo": "skip", "showlegend": False},
-        {"type": "scatter", "name": "rollback", "x": rx, "y": ry, "mode": "lines",
-         "line": {"color": KIND_COLOURS["rollback"], "width": 1.5, "dash": "dash"},
+        {"type": "scatter", "name": "rollback to", "x": rx, "y": ry, "mode": "lines",
+         "line": {"color": KIND_COLOURS["rollback"], "width": 1.5, "dash": "dash", "shape": "spline"},
          "hoverinfo": "skip", "showlegend": False},
         {"type": "scatter", "name": "branch point", "x": [p["x"] for p in tl.branch_points],
-         "y": [p["y"] for p in tl.branch_points], "mode": "markers",
+         "y": [lane[p["y"]] for p in tl.branch_points], "mode": "markers",
          "marker": {"symbol": "diamond", "size": 11, "color": KIND_COLOURS["branch"]},
          "hovertext": [p["hover"] for p in tl.branch_points], "hoverinfo": "text", "showlegend": False},
-        {"type": marker_type, "name": "versions", "x": list(tl.x), "y": list(tl.y),
-         "mode": "markers+text", "text": list(tl.labels), "textposition": "top center",
-         "textfont": {"size": 10}, "customdata": list(tl.versions),
+        {"type": marker_type, "name": "versions", "x": list(tl.x), "y": [lane[b] for b in tl.y],
+         "mode": "markers", "customdata": list(tl.versions),
          "marker": {"size": 7 if small else 12, "color": [KIND_COLOURS.get(k, OTHER_COLOUR) for k in tl.kinds],
                     "line": {"width": 0 if small else 1, "color": "#ffffff"}},
          "hovertext": list(tl.hover), "hoverinfo": "text", "showlegend": False},
-        {"type": "scatter", "name": "selected", "x": sx, "y": sy, "mode": "markers+text", "text": stext,
+        {"type": "scatter", "name": "labels", "x": [x for x, t in zip(tl.x, tl.labels, strict=True) if t],
+         "y": [lane[b] for b, t in zip(tl.y, tl.labels, strict=True) if t], "text": [t for t in tl.labels if t],
+         "mode": "markers+text", "textposition": "top center", "textfont": {"size": 10, "color": "#444444"},
+         # an invisible marker as big as a version's, so the label sits above it, not on it
+         "marker": {"size": 7 if small else 14, "opacity": 0}, "hoverinfo": "skip", "showlegend": False},
+        {"type": "scatter", "name": "selected", **ring, "mode": "markers+text",
          "textposition": "bottom center", "textfont": {"size": 12, "color": "#000000"},
          "marker": {"symbol": "circle-open", "size": 20, "color": "#000000", "line": {"width": 2}},
          "hoverinfo": "skip", "showlegend": False},
@@ -238,31 +276,56 @@ def timeline_traces(tl: Timeline, selected: tuple[int | None, int | None] = (Non
     return traces
 
 
-def timeline_layout(tl: Timeline, entity: str | None) -> dict[str, Any]:
-    """Axis and size settings; ``uirevision`` keeps the user's zoom when the data is refreshed."""
+def timeline_layout(tl: Timeline, entity: str | None, *, title: bool = False) -> dict[str, Any]:
+    """Axes, legend and size; ``uirevision`` keeps the user's zoom when the data is refreshed.
+
+    Lanes are numbered on y and labelled with branch names (a numeric axis,
+    so rollback arcs can rise between lanes). ``title`` names the entity, for
+    the static figure; the live panel says it in its summary line.
+    """
     lanes = tl.lanes or [MAIN_BRANCH]
-    title = f"{entity}: {len(tl.versions)} version{'s' if len(tl.versions) != 1 else ''}" if entity else "no entity"
-    return {
-        "title": {"text": html.escape(title), "x": 0.01, "font": {"size": 14}},
-        "height": min(600, 220 + 45 * len(lanes)),
-        "margin": {"l": 70, "r": 20, "t": 40, "b": 40},
-        "xaxis": {"title": {"text": "time (UTC)"}, "type": "date", "showgrid": True},
-        "yaxis": {"title": {"text": "branch"}, "type": "category", "categoryorder": "array",
-                  "categoryarray": lanes, "range": [-0.6, len(lanes) - 0.4], "fixedrange": False},
+    n = len(tl.versions)
+    layout: dict[str, Any] = {
+        "height": min(600, 200 + 50 * len(lanes)),
+        "autosize": True,
+        "margin": {"l": 80, "r": 20, "t": 40 if title else 30, "b": 45},
+        "xaxis": ({"title": {"text": "time (UTC)"}, "type": "date", "showgrid": True, **_x_range(tl)}
+                  if tl.x_mode == "time" else
+                  {"title": {"text": "version"}, "type": "linear", "showgrid": True, "autorange": True,
+                   "tickformat": "d"}),
+        "yaxis": {"type": "linear", "tickmode": "array", "tickvals": list(range(len(lanes))),
+                  "ticktext": [html.escape(b) for b in lanes], "range": [-0.6, len(lanes) - 0.4],
+                  "zeroline": False, "showgrid": True},
         "hovermode": "closest",
         "dragmode": "zoom",
-        "legend": {"orientation": "h", "y": -0.25, "x": 0, "title": {"text": "kind"}},
-        "uirevision": entity or "",
+        "showlegend": True,
+        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom",
+                   "title": {"text": "kind"}},
+        "uirevision": f"{entity or ''}|{tl.x_mode}",  # a new entity or x axis resets the zoom
         "template": "plotly_white",
-        "clickmode": "event",
     }
+    if title:
+        text = f"{entity}: {n} version{'s' if n != 1 else ''}" if entity else "no entity"
+        layout["title"] = {"text": html.escape(text), "x": 0.01, "y": 0.98, "font": {"size": 14}}
+    return layout
+
+
+def _x_range(tl: Timeline) -> dict[str, Any]:
+    """Autorange, except around a single moment, where plotly would zoom to milliseconds."""
+    if tl.x_mode == "time" and tl.x and min(tl.x) == max(tl.x):
+        pad = pd.Timedelta(minutes=1)
+        return {"autorange": False, "range": [tl.x[0] - pad, tl.x[0] + pad]}
+    return {"autorange": True}
 
 
 def build_figure(tl: Timeline, entity: str | None, selected: tuple[int | None, int | None] = (None, None),
                  *, widget: bool = True) -> go.Figure:
     """A new FigureWidget (or, with ``widget=False``, a static Figure) for the timeline."""
-    cls = go.FigureWidget if widget else go.Figure
-    return cls(data=timeline_traces(tl, selected), layout=timeline_layout(tl, entity))
+    if not widget:
+        return go.Figure(data=timeline_traces(tl, selected), layout=timeline_layout(tl, entity, title=True))
+    fig = go.FigureWidget(data=timeline_traces(tl, selected), layout=timeline_layout(tl, entity))
+    fig._config = {**fig._config, "responsive": True, "displaylogo": False}  # fill the panel's width
+    return fig
 
 
 def update_figure(fig: go.FigureWidget, tl: Timeline, entity: str | None,
@@ -291,16 +354,16 @@ def update_figure(fig: go.FigureWidget, tl: Timeline, entity: str | None,
 
 def update_selection(fig: go.BaseFigure, tl: Timeline, selected: tuple[int | None, int | None]) -> None:
     """Move the A/B rings to the chosen versions (a small update: only the SELECTION trace)."""
-    spec = timeline_traces_selection(tl, selected)
-    fig.data[SELECTION].update(spec)
+    fig.data[SELECTION].update(selection_points(tl, selected))
 
 
-def timeline_traces_selection(tl: Timeline, selected: tuple[int | None, int | None]) -> dict[str, Any]:
+def selection_points(tl: Timeline, selected: tuple[int | None, int | None]) -> dict[str, list[Any]]:
+    """x, y and the A/B labels of the rings drawn around the chosen versions."""
     xs, ys, texts = [], [], []
     for tag, v in zip(("A", "B"), selected, strict=True):
         p = tl.position(v) if v is not None else None
         if p is not None:
             xs.append(p[0])
-            ys.append(p[1])
+            ys.append(tl.lane_index[p[1]])
             texts.append(tag)
     return {"x": xs, "y": ys, "text": texts}

@@ -1,0 +1,270 @@
+"""Saving the namespace: ``%state save``, ``%%state save`` and each auto-checkpoint.
+
+One routine serves the four ways to save; they differ in which variables they
+consider (:class:`SaveRequest.mode`):
+
+- ``names``: exactly the named ones; each must exist and be storable, or the
+  save is refused (a UsageError) and nothing is written;
+- ``all``: every data variable; those the store cannot take are skipped and
+  reported, and variables deleted since the last save or load are dropped;
+- ``cell``: what a ``%%state save`` cell assigned, plus what it changed in place;
+- ``auto``: like ``all``, but nothing is written when nothing changed.
+
+When the baseline (see :mod:`statekit.notebook.changes`) matches the branch
+head, values it shows unchanged are not passed to the store at all: the save
+uses ``merge=True``, so the store carries them over from the parent by
+reference. Every save names the head it expects to follow, so a concurrent
+writer cannot make it carry over the wrong values: on a conflict it starts over
+once with every variable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from IPython.core.error import UsageError
+
+from ..errors import ConflictError, NotFoundError, UnserializableError
+from .changes import Baseline, Entry, check, make_entry
+from .namespace import approx_size, code_kind, describe_type, user_variables
+from .progress import CountingState, Progress, human_bytes
+
+if TYPE_CHECKING:
+    from ..magics import StateMagics
+    from ..snapshot import StateSnapshot
+
+MAX_LISTED = 12
+_NOTHING = object()
+
+
+@dataclass
+class SaveRequest:
+    mode: str  # "names", "all", "cell" or "auto"
+    names: list[str] = field(default_factory=list)
+    message: str | None = None
+    mentioned: set[str] = field(default_factory=set)  # auto and cell: names the cell's text reaches
+    assigned: set[str] = field(default_factory=set)  # cell: names it binds or modifies
+    deleted: set[str] = field(default_factory=set)  # cell: names it deletes
+
+
+@dataclass
+class _Plan:
+    to_save: dict[str, Any]
+    labels: dict[str, str]  # name -> changed / new / saved / unchanged / deleted
+    unchanged: list[str]
+    deleted: set[str]
+    skipped: dict[str, str]  # name -> why
+    fresh: dict[str, Entry]  # entries computed while checking, for the baseline
+    valid: bool
+
+
+def head_snapshot(magics: StateMagics, entity: str, branch: str) -> StateSnapshot | None:
+    """The head of ``branch`` (metadata only), or None when nothing is saved there yet."""
+    try:
+        return magics.store().get(entity, branch=branch)
+    except NotFoundError:
+        return None
+
+
+def save(magics: StateMagics, request: SaveRequest) -> StateSnapshot | None:
+    """Save as ``request`` says; print the one-line confirmation; None when auto found nothing to save.
+
+    Auto-checkpoint first compares the namespace with the baseline alone, so a
+    cell that changed nothing costs no database round trip.
+    """
+    started = time.perf_counter()
+    entity, branch = magics.entity_id, magics.branch
+    baseline = magics.baseline
+    trusted = baseline.entity == entity and baseline.version is not None
+    plan = _plan(magics, request, valid=trusted)
+    if request.mode == "auto" and trusted and not plan.to_save and not plan.deleted:
+        _refresh(magics, plan)
+        return None
+    for attempt in (0, 1):
+        parent = head_snapshot(magics, entity, branch)
+        valid = attempt == 0 and baseline.matches(entity, parent.version if parent else None)
+        if attempt or valid != plan.valid:
+            plan = _plan(magics, request, valid=valid)
+        _settle(plan, parent, baseline)
+        if request.mode == "auto" and not plan.to_save and not plan.deleted:
+            _refresh(magics, plan)
+            return None
+        try:
+            snap = _write(magics, request, plan, parent, entity, branch)
+        except ConflictError:
+            if attempt:
+                raise
+            continue
+        if snap is None:
+            _refresh(magics, plan)
+        else:
+            _remember(magics, entity, snap, plan)
+            print(confirmation(request, snap, plan, time.perf_counter() - started))
+        skipped = {n: why for n, why in plan.skipped.items() if magics.note_skip(n, why, request.mode == "auto")}
+        if skipped:
+            print("skipped " + _listing([f"{n} ({why})" for n, why in skipped.items()]))
+        return snap
+    return None  # pragma: no cover - the loop returns or raises
+
+
+def _plan(magics: StateMagics, request: SaveRequest, *, valid: bool) -> _Plan:
+    """What to pass to the store: the changed values (all of them when the baseline is not ``valid``)."""
+    shell = magics.ip
+    ns = shell.user_ns
+    data, code = user_variables(ns, shell.user_ns_hidden)
+    for n in [n for n, v in magics.unstorable.items() if ns.get(n, _NOTHING) is not v]:
+        del magics.unstorable[n]
+    skipped: dict[str, str] = {}
+    deleted: set[str] = set()
+    if request.mode == "names":
+        names = list(dict.fromkeys(request.names))
+        missing = [n for n in names if n not in ns]
+        if missing:
+            raise UsageError(f"not defined: {', '.join(missing)}"
+                             + (" (a message with spaces needs quotes: -m \"...\")" if request.message else ""))
+        for n in names:
+            if code_kind(ns[n]) is not None:
+                raise UsageError(f"{n} is a {code_kind(ns[n])}: code is not state, save the data it produces")
+        candidates = {n: ns[n] for n in names}
+    elif request.mode == "cell":
+        wanted = request.assigned | request.mentioned
+        candidates = {n: data[n] for n in data if n in wanted}
+        skipped = {n: kind for n, kind in code.items() if n in request.assigned}
+        deleted = {n for n in request.deleted if n not in ns}
+    else:
+        candidates = data
+        skipped = dict(code) if request.mode == "all" else {}
+        if magics.baseline.entity == magics.entity_id:
+            deleted = {n for n in [*magics.baseline.entries, *magics.baseline.gone] if n not in ns}
+    to_save: dict[str, Any] = {}
+    unchanged: list[str] = []
+    fresh: dict[str, Entry] = {}
+    entries = magics.baseline.entries
+    for n, value in candidates.items():
+        if (request.mode == "auto" and magics.unstorable.get(n, _NOTHING) is value
+                and n not in request.mentioned):
+            continue  # the store refused this very object before; retry when a cell mentions it
+        if valid:
+            look = request.mode != "auto" or n in request.mentioned
+            changed, entry = check(entries.get(n), value, look)
+            if entry is not None:
+                fresh[n] = entry
+        else:
+            changed = True
+        if not changed:
+            unchanged.append(n)
+        elif request.mode != "cell" or n in request.assigned or valid:
+            to_save[n] = value  # (a cell's mentioned-only names are saved only when known to have changed)
+    changed_objects = {id(v) for v in to_save.values()}
+    for n in [n for n in unchanged if id(candidates[n]) in changed_objects]:  # another name for a changed object
+        unchanged.remove(n)
+        to_save[n] = candidates[n]
+    return _Plan(to_save, {}, unchanged, deleted, skipped, fresh, valid)
+
+
+def _settle(plan: _Plan, parent: StateSnapshot | None, baseline: Baseline) -> None:
+    """With the head known: drop only names it holds, and label each saved name."""
+    parent_names = set(parent.names) if parent else set()
+    plan.deleted &= parent_names
+    plan.labels = {}
+    for n in plan.to_save:
+        if n not in parent_names:
+            plan.labels[n] = "new"
+        else:
+            plan.labels[n] = "changed" if plan.valid and n in baseline.entries else "saved"
+    for n in plan.deleted:
+        plan.labels[n] = "deleted"
+
+
+def _write(magics: StateMagics, request: SaveRequest, plan: _Plan, parent: StateSnapshot | None,
+           entity: str, branch: str) -> StateSnapshot | None:
+    """Save, skipping (or, for named variables, refusing) the values the store cannot take."""
+    sizes = {n: approx_size(v) for n, v in plan.to_save.items()}
+    # the store encodes in this order and stops at the first value it refuses; frames and arrays
+    # (large, and nearly always storable) go last so that a refusal wastes little work
+    state = dict(sorted(plan.to_save.items(), key=lambda kv: _encode_order(kv[1])))
+    sm = magics.store()
+    while True:
+        if request.mode == "auto" and not state and not plan.deleted:
+            return None
+        total = sum(sizes[n] for n in state)
+        with Progress(f"saving {entity}", total, magics.progress_delay) as progress:
+            try:
+                return sm.save(entity, CountingState(state, sizes, progress), message=request.message,
+                               branch=branch, merge=True, drop=sorted(plan.deleted),
+                               expected_version=parent.version if parent else 0,
+                               allow_pickle=magics.allow_pickle)
+            except UnserializableError as exc:
+                if request.mode == "names" or exc.name not in state:
+                    raise UsageError(pickle_hint(str(exc), magics.allow_pickle)) from None
+                _skip(magics, plan, state, exc.name, skip_reason(str(exc), state[exc.name], magics.allow_pickle))
+
+
+def _encode_order(value: Any) -> int:
+    if isinstance(value, (pd.DataFrame, pd.Series)):
+        return 2
+    return 1 if isinstance(value, np.ndarray) else 0
+
+
+def _skip(magics: StateMagics, plan: _Plan, state: dict[str, Any], name: str, reason: str) -> None:
+    plan.skipped[name] = reason
+    magics.unstorable[name] = state.pop(name)
+    plan.labels.pop(name, None)
+    plan.to_save.pop(name, None)
+
+
+def skip_reason(message: str, value: Any, allow_pickle: bool) -> str:
+    kind = describe_type(value)
+    if "without pickle" in message and not allow_pickle:
+        return f"{kind}: needs pickle, which is off"
+    return f"{kind}: cannot be pickled" if allow_pickle else f"{kind}: cannot be stored"
+
+
+def pickle_hint(message: str, allow_pickle: bool) -> str:
+    """The store's message, with the notebook's way to allow pickling."""
+    if not allow_pickle:
+        message = message.replace("Pass allow_pickle=True", "Run %config StateMagics.allow_pickle = True")
+    return message
+
+
+def _refresh(magics: StateMagics, plan: _Plan) -> None:
+    """Nothing was saved, but some variables were found equal to the baseline under a new object."""
+    if plan.valid:
+        magics.baseline.entries.update(plan.fresh)
+
+
+def _remember(magics: StateMagics, entity: str, snap: StateSnapshot, plan: _Plan) -> None:
+    """The namespace now matches ``snap`` for the saved names, and (if the baseline matched
+    the parent) for the unchanged ones it already knew."""
+    old = magics.baseline
+    entries: dict[str, Entry] = {}
+    if plan.valid:
+        entries = {n: e for n, e in old.entries.items()
+                   if n not in plan.deleted and n not in plan.skipped and n in snap.names}
+        entries.update({n: e for n, e in plan.fresh.items() if n not in plan.to_save})
+    for n, value in plan.to_save.items():
+        fresh = plan.fresh.get(n)
+        entries[n] = fresh if fresh is not None and fresh.obj is value else make_entry(value)
+    magics.baseline = Baseline(entity, snap.version, entries)
+
+
+def confirmation(request: SaveRequest, snap: StateSnapshot, plan: _Plan, seconds: float) -> str:
+    """``saved v3 on main: df (changed), model (new); 12.3 MB new; 0.21 s``."""
+    verb = "auto-saved" if request.mode == "auto" else "saved"
+    parts = [f"{n} ({label})" for n, label in plan.labels.items()]
+    if request.mode == "names":
+        parts += [f"{n} (unchanged)" for n in plan.unchanged]
+    elif plan.unchanged:
+        parts.append(f"{len(plan.unchanged)} unchanged")
+    what = _listing(parts) if parts else "no changes"
+    return f"{verb} v{snap.version} on {snap.branch}: {what}; {human_bytes(snap.new_bytes)} new; {seconds:.2f} s"
+
+
+def _listing(parts: list[str]) -> str:
+    if len(parts) > MAX_LISTED:
+        return ", ".join(parts[:MAX_LISTED]) + f", … and {len(parts) - MAX_LISTED} more"
+    return ", ".join(parts)
