@@ -18,10 +18,11 @@ from IPython.core.error import UsageError
 
 from .. import validate
 from ..diff import diff_states
+from ..formatting import human_bytes
 from .args import is_version, version_number
 from .changes import Baseline, check, make_entry
 from .namespace import user_variables
-from .progress import Progress, human_bytes
+from .progress import Progress
 from .saving import SaveRequest, head_snapshot, save
 
 if TYPE_CHECKING:
@@ -123,8 +124,10 @@ def cmd_log(magics: StateMagics, args: argparse.Namespace) -> pd.DataFrame | Non
     if frame.empty:
         print(f"no versions of {magics.entity_id!r}" + (f" on branch {args.branch!r}" if args.branch else ""))
         return None
-    if not args.all_columns:
-        frame = frame[LOG_COLUMNS]
+    if not args.all_columns:  # sizes as people read them; sm.history() keeps the numbers
+        frame = frame[LOG_COLUMNS].assign(size=frame["size_bytes"].map(human_bytes),
+                                          new=frame["new_bytes"].map(human_bytes))
+        frame = frame.drop(columns=["size_bytes", "new_bytes"])
     return frame
 
 

@@ -23,15 +23,6 @@ from types import TracebackType
 from typing import Any
 
 
-def human_bytes(n: float) -> str:
-    """``12.3 MB``, ``512 B``: decimal units, as the confirmation lines print them."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{int(n)} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover - the loop returns
-
-
 class Progress:
     """A byte-counting bar that appears only if the work is still running after ``delay`` seconds."""
 

@@ -21,6 +21,7 @@ once with every variable.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +30,10 @@ import pandas as pd
 from IPython.core.error import UsageError
 
 from ..errors import ConflictError, NotFoundError, UnserializableError
+from ..formatting import human_bytes
 from .changes import Baseline, Entry, check, make_entry
 from .namespace import approx_size, code_kind, describe_type, user_variables
-from .progress import CountingState, Progress, human_bytes
+from .progress import CountingState, Progress
 
 if TYPE_CHECKING:
     from ..magics import StateMagics
@@ -194,7 +196,7 @@ def _write(magics: StateMagics, request: SaveRequest, plan: _Plan, parent: State
         total = sum(sizes[n] for n in state)
         with Progress(f"saving {entity}", total, magics.progress_delay) as progress:
             try:
-                return sm.save(entity, CountingState(state, sizes, progress), message=request.message,
+                return sm.save(entity, CountingState(state, sizes, progress), message=_message(request, plan, state),
                                branch=branch, merge=True, drop=sorted(plan.deleted),
                                expected_version=parent.version if parent else 0,
                                allow_pickle=magics.allow_pickle)
@@ -202,6 +204,14 @@ def _write(magics: StateMagics, request: SaveRequest, plan: _Plan, parent: State
                 if request.mode == "names" or exc.name not in state:
                     raise UsageError(pickle_hint(str(exc), magics.allow_pickle)) from None
                 _skip(magics, plan, state, exc.name, skip_reason(str(exc), state[exc.name], magics.allow_pickle))
+
+
+def _message(request: SaveRequest, plan: _Plan, state: Mapping[str, Any]) -> str | None:
+    """The user's message; an auto-save says what it saved (``auto: df (changed), total (new)``)."""
+    if request.message is not None or request.mode != "auto":
+        return request.message
+    return "auto: " + ", ".join(f"{n} ({label})" for n, label in plan.labels.items()
+                                if n in state or label == "deleted")
 
 
 def _encode_order(value: Any) -> int:

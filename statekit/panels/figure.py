@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..formatting import human_bytes
 from ..models import MAIN_BRANCH
 
 KIND_COLOURS: dict[str, str] = {
@@ -50,19 +51,6 @@ EDGES, ROLLBACKS, BRANCH_POINTS, MARKERS, LABELS, SELECTION = range(6)
 labels are a trace of their own (always SVG: WebGL text misplaces labels on date axes)."""
 
 
-def human_size(n: Any) -> str:
-    """Bytes as people read them: 512 B, 1.2 kB, 3.4 MB."""
-    try:
-        value = float(n)
-    except (TypeError, ValueError):
-        return "?"
-    if math.isnan(value):
-        return "?"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"  # pragma: no cover - the loop always returns
 
 
 def cell_text(v: Any) -> str | None:
@@ -160,7 +148,7 @@ def build_timeline(history: pd.DataFrame, transitions: pd.DataFrame | None = Non
             f"{when:%Y-%m-%d %H:%M:%S} UTC",
             html.escape(shorten(msg, 80)) if msg else "<i>no message</i>",
             f"by {html.escape(actor)}" if actor else "by ?",
-            f"size {human_size(row.size_bytes)} (new {human_size(row.new_bytes)})",
+            f"size {human_bytes(row.size_bytes)} (new {human_bytes(row.new_bytes)})",
         ]
         tl.hover.append("<br>".join(parts))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..formatting import human_bytes
 from . import figure as pf
 
 DIFF_ROWS_SHOWN = 200
@@ -45,7 +46,7 @@ def recent_html(history: pd.DataFrame, n: int = RECENT_ROWS) -> str:
         "created (UTC)": [f"{pf.utc_naive(t):%Y-%m-%d %H:%M:%S}" for t in recent["created_at"]],
         "actor": [pf.cell_text(a) or "" for a in recent["actor"]],
         "message": [pf.cell_text(m) or "" for m in recent["message"]],
-        "size": [pf.human_size(s) for s in recent["size_bytes"]],
+        "size": [human_bytes(s) for s in recent["size_bytes"]],
     })
     return (f"<p><b>Latest versions</b></p>{TABLE_STYLE}"
             f"{table.to_html(index=False, border=0, classes='statekit-table')}")
