@@ -49,6 +49,13 @@ class StateSnapshot:
             object.__setattr__(self, "_state", cached)
         return cached
 
+    def __repr__(self) -> str:
+        from .formatting import human_bytes
+
+        message = f" {self.message!r}" if self.message else ""
+        return (f"<StateSnapshot {self.entity_id!r} v{self.version} on {self.branch}: {self.kind.value}"
+                f" by {self.actor}{message}, {human_bytes(self.size_bytes)}, {self.snapshot_id[:12]}>")
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StateSnapshot) and other.snapshot_id == self.snapshot_id
 
