@@ -18,7 +18,8 @@ install: $(STAMP)
 
 ## Run the quickstart notebook top to bottom on the embedded SQLite store, printing what it shows.
 quickstart: $(STAMP)
-	cd notebooks && ../$(PY) -m jupyter nbconvert --to markdown --execute --stdout 01-quickstart.ipynb
+	cd notebooks && ../$(PY) -m jupyter nbconvert --to markdown --execute --stdout 01-quickstart.ipynb \
+		--NbConvertBase.display_data_priority="['text/markdown','text/plain']" 2>/dev/null
 
 ## The whole test suite: SQLite and PostgreSQL, real kernels, the notebooks (nbval) and the browser test.
 test: $(STAMP)
