@@ -545,6 +545,13 @@ class StateManager:
 
         return maintenance.last_intact(self, entity_id, branch=branch)
 
+    def recover(self, entity_id: str, *, branch: str | None = None, actor: str | None = None,
+                reason: str | None = None) -> StateSnapshot:
+        """Make the last intact version the new head of ``branch``, recorded as a ``recover`` transition."""
+        from . import maintenance
+
+        return maintenance.recover(self, entity_id, branch, actor=actor, reason=reason)
+
     def purge_expired(self, *, now: datetime | None = None) -> pd.DataFrame:
         """Remove expired snapshots and the payload chunks only they used; returns what was removed."""
         from . import maintenance

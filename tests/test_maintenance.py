@@ -267,3 +267,18 @@ def test_purge_while_another_writer_reuses_the_same_chunks(sm: StateManager) -> 
 def test_purge_rejects_a_bad_now(sm: StateManager) -> None:
     with pytest.raises(ValueError, match="datetime"):
         sm.purge_expired(now="tomorrow")  # type: ignore[arg-type]
+
+
+def test_recover_through_the_manager_makes_the_last_intact_version_the_head(sm, store_url) -> None:  # noqa: ANN001
+    import sqlalchemy as sa
+
+    sm.save("e", {"a": 1})
+    bad = sm.save("e", {"a": 2})
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE state_snapshots SET checksum = 'x' WHERE snapshot_id = :s"), {"s": bad.snapshot_id})
+    engine.dispose()
+    assert sm.last_intact("e").version == 1
+    head = sm.recover("e", reason="damaged disk")
+    assert head.version == 3 and head.kind.value == "recover" and sm.load("e") == {"a": 1}
+    assert sm.transitions("e")["transition_type"].tolist()[-1] == "recover"
