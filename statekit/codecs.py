@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .errors import IntegrityError, UnserializableError, UntrustedPayloadError
+from .errors import IntegrityError, StatekitError, UnserializableError, UntrustedPayloadError
 from .memo import FrameMemo
 from .signing import SigningKey
 
@@ -479,12 +479,32 @@ def _type_name(value: Any) -> str:
 
 
 def decode_item(desc: Mapping[str, Any], read: ChunkReader, key: Callable[[], SigningKey]) -> Any:
-    """Rebuild a value from its descriptor; chunk digests are checked by ``read``."""
+    """Rebuild a value from its descriptor; chunk digests are checked by ``read``.
+
+    A descriptor or payload that does not decode (damaged, or forged by someone
+    who wrote to the database) raises IntegrityError, never a decoder's own error.
+    """
+    try:
+        return _decode(desc, read, key)
+    except StatekitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means the stored item is not what we wrote
+        raise IntegrityError(f"a stored value does not decode ({type(exc).__name__}: {exc})") from None
+
+
+def _decode(desc: Mapping[str, Any], read: ChunkReader, key: Callable[[], SigningKey]) -> Any:
     codec = desc["codec"]
     if codec == "arrow":
         return _decode_frame(desc, read)
     if codec == "npy":
-        return np.lib.format.read_array(io.BytesIO(_join(desc, read)), allow_pickle=False)
+        buf = io.BytesIO(_join(desc, read))
+        version = np.lib.format.read_magic(buf)
+        header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        _shape, _order, dtype = header[version](buf) if version in header else (None, None, np.dtype("u1"))
+        if dtype.hasobject:  # we never write these: only a forged payload declares one
+            raise UntrustedPayloadError("refusing an .npy payload that declares Python objects (it would need pickle)")
+        buf.seek(0)
+        return np.lib.format.read_array(buf, allow_pickle=False)
     if codec == "json":
         return json.loads(_join(desc, read))
     if codec == "xjson":

@@ -49,6 +49,8 @@ ALL_TABLES = [
     models.payloads_table,
     models.links_table,
 ]
+BUSY_TIMEOUT_MS = 200
+"""How long SQLite itself waits for a lock before the retry loop (bounded by lock_timeout) takes over."""
 PURGE_LOCK_KEY = 0x5737A7E  # PostgreSQL advisory lock: savers share it, purge takes it alone
 SCHEMA_LOCK_KEY = 0x5737A7F
 
@@ -135,7 +137,7 @@ class DatabaseManager:
                 kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
             else:
                 _prepare_sqlite_file(Path(database))
-                kwargs = {"connect_args": {"check_same_thread": False, "timeout": 1.0}}
+                kwargs = {"connect_args": {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}}
                 self.checkpointer = Checkpointer(database)
             engine = sa.create_engine(u, **kwargs)
             self._install_sqlite_hooks(engine, in_memory=not database or database == ":memory:")
@@ -155,7 +157,7 @@ class DatabaseManager:
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint.py does it off the save path
             cur.execute(f"PRAGMA synchronous={sync}")
-            cur.execute("PRAGMA busy_timeout=5000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # short: run_hot's retries keep the bound
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -225,7 +227,7 @@ class DatabaseManager:
                 if not self.is_retryable(exc) or time.monotonic() + delay > deadline:
                     if self.is_retryable(exc):
                         raise StatekitError(
-                            f"The store stayed busy for {self.lock_timeout:.0f} s "
+                            f"The store stayed busy for {self.lock_timeout:g} s "
                             f"({_short(exc)}); try again, or raise lock_timeout."
                         ) from exc
                     raise
@@ -288,7 +290,7 @@ class DatabaseManager:
                     raise
                 if time.monotonic() + delay > deadline:
                     raise StatekitError(
-                        f"The store stayed busy for {self.lock_timeout:.0f} s ({_short(exc)}); "
+                        f"The store stayed busy for {self.lock_timeout:g} s ({_short(exc)}); "
                         "try again, or raise lock_timeout."
                     ) from exc
             finally:
@@ -385,7 +387,15 @@ class DatabaseManager:
     # ------------------------------------------------------------ schema
 
     def ensure_schema(self) -> None:
-        """Create the tables in a new store, upgrade an older one, refuse a newer one."""
+        """Create the tables in a new store, upgrade an older one, refuse a newer one.
+
+        A store already at this schema is only read, so opening one never waits
+        behind a writer; creating or upgrading takes the write lock and checks again.
+        """
+        with self.read() as conn:
+            current = self._stored_version(conn)
+        if current == models.SCHEMA_VERSION:
+            return
 
         def work(conn: Connection, _attempt: int) -> None:
             if not self.is_sqlite:
