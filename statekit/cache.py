@@ -32,7 +32,10 @@ class CachedState:
         for n in self.names:
             if only is not None and n not in only:
                 continue
-            out[n] = inline[n] if n in inline else copy_value(self.values[n])
+            if n in inline:
+                out[n] = inline[n]
+            elif n in self.values:
+                out[n] = copy_value(self.values[n])
         return out
 
 

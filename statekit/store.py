@@ -392,11 +392,13 @@ class StateManager:
         hit = self._cache.get(snap.snapshot_id)
         if hit is not None:
             return hit.materialize(only)
+        if only is not None and not only >= set(row.items):  # decode just the names asked for
+            return self._decode(cur, row, only).materialize(only)
         entry = self._decode(cur, row)
         self._cache.put(entry)
         return entry.materialize(only)
 
-    def _decode(self, cur: Any, row: SnapshotRow) -> CachedState:
+    def _decode(self, cur: Any, row: SnapshotRow, only: set[str] | None = None) -> CachedState:
         row.verify()
         snap = row.snapshot
         values: dict[str, Any] = {}
@@ -405,6 +407,8 @@ class StateManager:
             return self._repo.read_chunks(cur, digests, snap)
 
         for name, desc in row.items.items():
+            if only is not None and name not in only:
+                continue
             try:
                 values[name] = codecs.decode_item(desc, read, self._signing_key)
             except codecs.IntegrityError as exc:

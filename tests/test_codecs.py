@@ -276,3 +276,19 @@ def test_key_file_is_created_owner_only(tmp_path, monkeypatch: pytest.MonkeyPatc
         sm.save("exp", {"x": Custom(1)})
     assert key_path.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "s.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_loading_some_names_decodes_only_those(store_url: str) -> None:
+    with StateManager(store_url, allow_pickle=True) as sm:
+        sm.save("exp", {"safe": [1, 2], "frame": pd.DataFrame({"a": [1]}), "obj": Custom(5)})
+    import os
+
+    os.environ["STATEKIT_KEY"] = "someone-else-" + "x" * 32  # a reader without the writer's key
+    try:
+        with StateManager(store_url) as reader:
+            got = reader.load("exp", names=["safe", "frame"])
+            assert got["safe"] == [1, 2] and list(got) == ["safe", "frame"]
+            with pytest.raises(UntrustedPayloadError):
+                reader.load("exp")
+    finally:
+        del os.environ["STATEKIT_KEY"]
