@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.statekit-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,langgraph,openai-agents]"
+	$(PY) -m pip install --quiet -e ".[dev,langgraph,openai-agents,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +31,6 @@ lab: $(STAMP)
 
 ## The benchmarks, side by side with the tools users would otherwise pick.
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) -m benchmarks
 
 clean:
