@@ -40,23 +40,57 @@ def history(db: DatabaseManager, entity_id: str, *, branch: str | None, include_
     sql += " ORDER BY version"
     if limit is not None:
         sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) AS recent ORDER BY version"
+    if not db.is_sqlite:
+        sql = sql.replace("metadata, names", "metadata::text, names::text", 1)
 
-    def work(conn: Any, _a: int) -> list[tuple[Any, ...]]:
-        cur = db.cursor(conn)
+    def work(cur: Any, _a: int) -> list[tuple[Any, ...]]:
         cur.execute(db.sql(sql), params)
         return cur.fetchall()
 
-    rows = db.run_read(work)
-    raw = pd.DataFrame.from_records(rows, columns=[
-        "snapshot_id", "entity_id", "version", "branch", "state_type", "parent_snapshot_id",
-        "parent_version", "checksum", "created_at", "expires_at", "status", "kind", "actor", "message",
-        "metadata", "names", "size_bytes", "new_bytes",
-    ])
-    raw["metadata"] = [_j(v) for v in raw["metadata"]]
-    raw["names"] = [_j(v) for v in raw["names"]]
-    raw["parent_version"] = raw["parent_version"].astype("Int64")
-    frame = _times(raw[HISTORY_COLUMNS].copy(), "created_at", "expires_at")
-    return frame.reset_index(drop=True)
+    rows = db.run_hot(work, write=False)
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 18
+    (snapshot_id, _entity, version, branch_col, state_type, parent_id, parent_version, checksum, created_at,
+     expires_at, status, kind, actor, message, metadata, names, size_bytes, new_bytes) = cols
+    frame = pd.DataFrame({
+        "version": pd.array(version, dtype="int64"),
+        "branch": pd.array(branch_col, dtype=object),
+        "parent_version": pd.array(parent_version, dtype="Int64"),
+        "kind": pd.array(kind, dtype=object),
+        "created_at": _utc(created_at),
+        "actor": pd.array(actor, dtype=object),
+        "message": pd.array(message, dtype=object),
+        "names": _parsed(names, tuple),
+        "size_bytes": pd.array(size_bytes, dtype="int64"),
+        "new_bytes": pd.array(new_bytes, dtype="int64"),
+        "status": pd.array(status, dtype=object),
+        "state_type": pd.array(state_type, dtype=object),
+        "expires_at": _utc(expires_at),
+        "snapshot_id": pd.array(snapshot_id, dtype=object),
+        "parent_snapshot_id": pd.array(parent_id, dtype=object),
+        "checksum": pd.array(checksum, dtype=object),
+        "metadata": _parsed(metadata, dict),
+    })
+    return frame[HISTORY_COLUMNS]
+
+
+def _parsed(texts: tuple[Any, ...], kind: type) -> list[Any]:
+    """JSON cells parsed once per distinct text (versions mostly repeat their names and metadata)."""
+    seen: dict[str, Any] = {}
+    out: list[Any] = []
+    for text in texts:
+        if not isinstance(text, str):
+            out.append(kind(text or ()))
+            continue
+        value = seen.get(text)
+        if value is None:
+            value = seen[text] = kind(json.loads(text))
+        out.append(value if kind is tuple else dict(value))  # tuples are immutable; dicts are copied
+    return out
+
+
+def _utc(values: tuple[Any, ...]) -> pd.DatetimeIndex:
+    """Timestamps from the driver (ISO text on SQLite, datetimes on PostgreSQL) as UTC."""
+    return pd.DatetimeIndex(pd.to_datetime(list(values), utc=True, format="ISO8601"))
 
 
 def transitions(db: DatabaseManager, entity_id: str | None) -> pd.DataFrame:
