@@ -80,42 +80,62 @@ def is_plain_json(value: Any) -> bool:
     return plain_json_size(value) >= 0
 
 
+_SCALAR_SIZE = {type(None): 5, bool: 5}
+
+
 def plain_json_size(value: Any, _depth: int = 0) -> int:
     """About how many bytes ``value`` takes as JSON, or -1 when it is not plain JSON.
 
     One walk both checks the types and sizes the value, so small states are not
-    encoded twice (once to size them, once to store them).
+    encoded twice (once to size them, once to store them). Scalars inside
+    containers are handled inline: this runs on every save.
     """
-    if _depth > 200:
-        return -1
     t = type(value)
     if t is str:
-        return len(value) + 2 if _utf8_ok(value) else -1
-    if value is None or t is bool:
-        return 5
-    if t is int:
-        return 20 if -(10**18) < value < 10**18 else len(str(value))
-    if t is float:
-        return 24 if math.isfinite(value) else -1
-    if t is list:
-        total = 2
-        for v in value:
-            n = plain_json_size(v, _depth + 1)
-            if n < 0:
-                return -1
-            total += n + 1
-        return total
+        return len(value) + 2 if value.isascii() or _utf8_ok(value) else -1
     if t is dict:
+        if _depth > 200:
+            return -1
         total = 2
         for k, v in value.items():
             if type(k) is not str or not _utf8_ok(k):
                 return -1
-            n = plain_json_size(v, _depth + 1)
+            n = _scalar_size(v)
+            if n is None:
+                n = plain_json_size(v, _depth + 1)
             if n < 0:
                 return -1
             total += n + len(k) + 4
         return total
-    return -1
+    if t is list:
+        if _depth > 200:
+            return -1
+        total = 2
+        for v in value:
+            n = _scalar_size(v)
+            if n is None:
+                n = plain_json_size(v, _depth + 1)
+            if n < 0:
+                return -1
+            total += n + 1
+        return total
+    n = _scalar_size(value)
+    return -1 if n is None else n
+
+
+def _scalar_size(v: Any) -> int | None:
+    """The JSON size of a scalar (-1 if it is not plain JSON), or None for a container."""
+    t = type(v)
+    if t is str:
+        return len(v) + 2 if v.isascii() or _utf8_ok(v) else -1
+    if t is float:
+        return 24 if v - v == 0.0 else -1  # NaN and infinities are not JSON
+    if t is int:
+        return 20 if -(10**18) < v < 10**18 else len(str(v))
+    size = _SCALAR_SIZE.get(t)
+    if size is not None:
+        return size
+    return None if t is list or t is dict else -1
 
 
 def _utf8_ok(s: str) -> bool:

@@ -368,8 +368,10 @@ class DatabaseManager:
         """A timestamp as this driver stores it (naive-UTC text on SQLite, as SQLAlchemy does)."""
         if value is None:
             return None
-        if self.is_sqlite:
-            return value.astimezone(UTC).strftime(SQLITE_TS_FORMAT)
+        if self.is_sqlite:  # the text SQLAlchemy's SQLite DateTime reads and writes (naive UTC)
+            if value.tzinfo is not UTC:
+                value = value.astimezone(UTC)
+            return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
         return value
 
     def json_param(self, text: str) -> Any:

@@ -14,7 +14,7 @@ import enum
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 SCHEMA_VERSION = 1
@@ -113,8 +113,9 @@ class SnapshotRecord(SQLModel, table=True):
     __tablename__ = "state_snapshots"
     __table_args__ = (
         UniqueConstraint("entity_id", "version", name="uq_state_snapshots_entity_version"),
-        Index("ix_state_snapshots_entity_branch", "entity_id", "branch", "version"),
-        Index("ix_state_snapshots_expires_at", "expires_at"),
+        # only snapshots that can expire are indexed: every index costs each save a page write
+        Index("ix_state_snapshots_expires_at", "expires_at",
+              sqlite_where=text("expires_at IS NOT NULL"), postgresql_where=text("expires_at IS NOT NULL")),
     )
     snapshot_id: str = Field(primary_key=True, max_length=32)
     state_type: str = Field(max_length=32)

@@ -122,9 +122,20 @@ class Repository:
         full = FULL_COLUMNS if db.is_sqlite else FULL_COLUMNS.replace(
             "metadata, names", "metadata::text, names::text").replace("state_data, items", "state_data::text, items::text")
         self.full_columns = full
+        # SQLite: one statement takes the next version and reads the branch head (BEGIN IMMEDIATE
+        # has serialized writers already). PostgreSQL: the UPDATE's row lock serializes writers to an
+        # entity, but subqueries in its RETURNING see the snapshot taken before it waited for the lock,
+        # so the head is read by a statement of its own after it.
+        self.q_bump_only = q(
+            "UPDATE state_entities SET last_version = last_version + 1 WHERE entity_id = :e "
+            "RETURNING last_version, state_type"
+        )
         self.q_bump = q(
-            "UPDATE state_entities SET last_version = last_version + 1 "
-            "WHERE entity_id = :e RETURNING last_version, state_type"
+            "UPDATE state_entities SET last_version = last_version + 1 WHERE entity_id = :e "
+            "RETURNING last_version, state_type, "
+            "(SELECT head_snapshot_id FROM state_branches WHERE entity_id = :e AND name = :b), "
+            "(SELECT head_version FROM state_branches WHERE entity_id = :e AND name = :b), "
+            "(SELECT 1 FROM state_branches WHERE entity_id = :e AND name = :b)"
         )
         self.q_new_entity = q(
             "INSERT INTO state_entities (entity_id, state_type, last_version, created_at) "
@@ -174,15 +185,26 @@ class Repository:
 
     # ------------------------------------------------------------ writing
 
-    def allocate_version(self, cur: Any, entity_id: str, state_type: str, now: datetime) -> tuple[int, str]:
-        """Take the entity's next version number (a row lock on PostgreSQL); create the entity if new."""
-        cur.execute(self.q_bump, {"e": entity_id})
+    def allocate_version(self, cur: Any, entity_id: str, state_type: str, branch: str,
+                         now: datetime) -> tuple[int, str, tuple[str | None, int | None] | None]:
+        """Take the entity's next version number (creating the entity if new) and read the branch head.
+
+        On PostgreSQL the UPDATE locks the entity's row until commit, so concurrent
+        saves to one entity queue here and each reads the head its predecessor left.
+        Returns (version, the entity's state type, (head id, head version) or None
+        when the branch does not exist).
+        """
+        params = {"e": entity_id, "b": branch}
+        bump = self.q_bump if self.db.is_sqlite else self.q_bump_only
+        cur.execute(bump, params)
         row = cur.fetchone()
         if row is None:
             cur.execute(self.q_new_entity, {"e": entity_id, "t": state_type, "now": self.db.ts(now)})
-            cur.execute(self.q_bump, {"e": entity_id})
+            cur.execute(bump, params)
             row = cur.fetchone()
-        return int(row[0]), row[1]
+        if self.db.is_sqlite:
+            return int(row[0]), row[1], ((row[2], row[3]) if row[4] is not None else None)
+        return int(row[0]), row[1], self.branch_head(cur, entity_id, branch)
 
     def branch_head(self, cur: Any, entity_id: str, branch: str) -> tuple[str | None, int | None] | None:
         cur.execute(self.q_branch, {"e": entity_id, "b": branch})

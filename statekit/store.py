@@ -215,13 +215,12 @@ class StateManager:
             assert row is not None
             return self._attach(row.snapshot), plan.transition(row.snapshot)
         now = utcnow()
-        version, entity_type = repo.allocate_version(cur, plan.entity_id, plan.resolved_type(), now)
+        version, entity_type, head = repo.allocate_version(cur, plan.entity_id, plan.resolved_type(), plan.branch, now)
         if plan.state_type is not None and entity_type != plan.state_type.value:
             raise InvalidArgumentError(
                 f"Entity {plan.entity_id!r} holds {entity_type} snapshots, not {plan.state_type.value}; "
                 "use another entity id for a different kind of state."
             )
-        head = repo.branch_head(cur, plan.entity_id, plan.branch)
         if head is None and version != 1:
             raise NotFoundError(
                 f"Entity {plan.entity_id!r} has no branch {plan.branch!r}; "

@@ -238,7 +238,7 @@ def test_unchanged_channels_are_carried_over_not_rewritten(sm: StateManager) -> 
     h = sm.history(entity)
     assert h["new_bytes"].iloc[0] > 400_000
     assert h["new_bytes"].iloc[1] < 5_000  # one save, and the document is not written again
-    assert h["names"].iloc[1] == ["doc", "__checkpoint__", "n"]
+    assert list(h["names"].iloc[1]) == ["doc", "__checkpoint__", "n"]
     assert saver.get_tuple(second).checkpoint["channel_values"] == {"doc": doc, "n": 2}
     assert saver.get_tuple(first).checkpoint["channel_values"] == {"doc": doc, "n": 1}
     # a channel the next checkpoint no longer has is dropped, not carried over
