@@ -25,10 +25,13 @@ import hashlib
 import io
 import json
 import math
+import os
 import pickle
+import threading
 import uuid
 import zoneinfo
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,18 +328,26 @@ def _encode_frame(df: pd.DataFrame, kind: str, series_name: Any) -> tuple[dict[s
     chunks: dict[str, bytes] = {}
     schema_digest = digest_of(schema_bytes)
     chunks[schema_digest] = schema_bytes
-    columns: list[list[str]] = []
     n = table.num_rows
-    for i, fld in enumerate(table.schema):
-        col = table.column(i)
-        digests = []
+
+    def encode_column(i: int) -> list[tuple[str, bytes]]:
+        fld, col = table.schema.field(i), table.column(i)
+        out = []
         for start in range(0, max(n, 1), ROWS_PER_CHUNK):
             piece = col.slice(start, ROWS_PER_CHUNK).combine_chunks() if n else pa.array([], type=fld.type)
             data = _chunk_ipc(piece, fld.remove_metadata())
-            d = digest_of(data)
-            chunks[d] = data
-            digests.append(d)
-        columns.append(digests)
+            out.append((digest_of(data), data))
+        return out
+
+    # Arrow's compression and hashlib release the GIL: large frames encode their columns in parallel
+    if table.nbytes >= PARALLEL_BYTES and table.num_columns > 1:
+        encoded = list(_pool().map(encode_column, range(table.num_columns)))
+    else:
+        encoded = [encode_column(i) for i in range(table.num_columns)]
+    columns: list[list[str]] = []
+    for pieces in encoded:
+        columns.append([d for d, _ in pieces])
+        chunks.update(pieces)
     desc: dict[str, Any] = {
         "codec": "arrow",
         "kind": kind,
@@ -352,17 +363,47 @@ def _encode_frame(df: pd.DataFrame, kind: str, series_name: Any) -> tuple[dict[s
     return desc, chunks
 
 
+PARALLEL_BYTES = 8 * 1024 * 1024
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _forget_pool_in_child() -> None:
+    global _POOL
+    _POOL = None  # the parent's worker threads do not exist after fork()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+def parallel_map(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """``[fn(x) for x in items]`` on the codec threads (for work that releases the GIL)."""
+    return list(_pool().map(fn, items)) if len(items) > 1 else [fn(x) for x in items]
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2), thread_name_prefix="statekit-codec")
+        return _POOL
+
+
 def _decode_frame(desc: Mapping[str, Any], read: ChunkReader) -> Any:
     wanted = [desc["schema"], *[d for col in desc["columns"] for d in col]]
     data = read(wanted)
     schema = pa.ipc.read_schema(pa.py_buffer(data[desc["schema"]]))
-    arrays = []
-    for fld, digests in zip(schema, desc["columns"], strict=True):
+
+    def decode_column(i: int) -> pa.ChunkedArray:
         pieces = []
-        for d in digests:
+        for d in desc["columns"][i]:
             reader = pa.ipc.open_stream(pa.py_buffer(data[d]))
             pieces.extend(reader.read_all().column(0).chunks)
-        arrays.append(pa.chunked_array(pieces, type=fld.type))
+        return pa.chunked_array(pieces, type=schema.field(i).type)
+
+    total = sum(len(data[d]) for d in wanted)
+    columns = range(len(desc["columns"]))
+    arrays = parallel_map(decode_column, list(columns)) if total >= PARALLEL_BYTES else [decode_column(i) for i in columns]
     table = pa.Table.from_arrays(arrays, schema=schema)
     df = table.to_pandas()
     for pos, fix in desc.get("fixups", {}).items():
