@@ -56,18 +56,18 @@ def create_branch(sm: StateManager, entity_id: str, name: str, from_version: int
 
 def rollback(sm: StateManager, entity_id: str, version: int | None, *, reason: str | None,
              actor: str | None, branch: str | None, expected_version: int | None = None) -> StateSnapshot:
-    from .store import _DEFAULT, _SavePlan
+    from .writer import DEFAULT_LIFETIME, SavePlan
 
     started = time.perf_counter()
     entity_id = validate.identifier(entity_id, "entity_id")
     branch = validate.identifier(branch or MAIN_BRANCH, "branch")
     version = validate.optional_version(version, "version")
     reason = validate.optional_text(reason, "reason")
-    plan = _SavePlan(
+    plan = SavePlan(
         entity_id=entity_id, branch=branch, state_type=None, encoded=[], message=None,
         actor=validate.optional_text(actor, "actor") or sm.actor, metadata={},
         expected_version=validate.optional_version(expected_version, "expected_version", allow_zero=True),
-        expires_in=_DEFAULT, status=SnapshotStatus.ACTIVE, merge=False,
+        expires_in=DEFAULT_LIFETIME, status=SnapshotStatus.ACTIVE, merge=False,
         snapshot_id=uuid.uuid4().hex, transition_id=uuid.uuid4().hex,
     )
     plan.kind = TransitionType.ROLLBACK

@@ -126,7 +126,7 @@ def recover(sm: StateManager, entity_id: str, branch: str | None = None, *, acto
 
     Returns the new head; if the head is intact already, returns it and records nothing.
     """
-    from .store import _DEFAULT, _SavePlan
+    from .writer import DEFAULT_LIFETIME, SavePlan
 
     started = time.perf_counter()
     entity_id = validate.identifier(entity_id, "entity_id")
@@ -136,11 +136,11 @@ def recover(sm: StateManager, entity_id: str, branch: str | None = None, *, acto
     head = sm.db.run_hot(lambda cur, _a: sm._repo.branch_head(cur, entity_id, b), write=False)
     if head is None or head[0] == good.snapshot_id:
         return good
-    plan = _SavePlan(
+    plan = SavePlan(
         entity_id=entity_id, branch=b, state_type=None, encoded=[],
         message=f"recover: v{head[1]} is damaged; state of v{good.version}",
         actor=validate.optional_text(actor, "actor") or sm.actor, metadata={}, expected_version=head[1] or 0,
-        expires_in=_DEFAULT, status=SnapshotStatus.ACTIVE, merge=False,
+        expires_in=DEFAULT_LIFETIME, status=SnapshotStatus.ACTIVE, merge=False,
         snapshot_id=uuid.uuid4().hex, transition_id=uuid.uuid4().hex,
     )
     plan.kind = TransitionType.RECOVER

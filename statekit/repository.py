@@ -13,9 +13,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from .codecs import PARALLEL_BYTES, digest_of, dumps, parallel_map
+from .codecs import dumps
 from .db import DatabaseManager, as_utc
 from .errors import IntegrityError
+from .frames import PARALLEL_BYTES, digest_of, parallel_map
 from .models import SnapshotStatus, StateType, TransitionType
 from .snapshot import StateSnapshot, StateTransition
 

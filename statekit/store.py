@@ -9,7 +9,6 @@ failed save is visible. Observers run after the commit.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -20,27 +19,22 @@ from typing import Any
 
 import pandas as pd
 
-from . import codecs, validate
+from . import codecs, validate, writer
 from .cache import CachedState, StateCache
-from .db import DatabaseManager, utcnow
-from .errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError
+from .db import DatabaseManager
+from .errors import InvalidArgumentError, NotFoundError
 from .memo import FrameMemo
 from .metrics import Metrics
 from .models import (
-    DEFAULT_LIFETIMES,
     MAIN_BRANCH,
     SnapshotStatus,
     StateType,
-    TransitionType,
 )
 from .observers import ObserverRegistry
-from .repository import Repository, SnapshotRow, state_checksum
+from .repository import Repository, SnapshotRow
 from .signing import SigningKey
 from .snapshot import StateEvent, StateSnapshot, StateTransition
-
-NEVER = "never"
-DEFAULT_STATE_TYPE = StateType.MEMORY_STATE
-"""A new entity's type when the save names none: it never expires."""
+from .writer import SavePlan, StaleMemo, alive, lifetime
 
 
 class StateManager:
@@ -129,7 +123,7 @@ class StateManager:
             plan.drop = set(validate.item_names(drop))
             try:
                 snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
-            except _StaleMemo:  # remembered chunks were purged meanwhile: encode afresh
+            except StaleMemo:  # remembered chunks were purged meanwhile: encode afresh
                 self._memo.clear()
                 plan = self._plan(entity_id, state, state_type, message=message, actor=actor,
                                   metadata=metadata, branch=branch, expected_version=expected_version,
@@ -179,7 +173,7 @@ class StateManager:
 
     def _plan(self, entity_id: str, state: Any, state_type: Any, *, message: Any, actor: Any,
               metadata: Any, branch: Any, expected_version: Any, expires_in: Any, status: Any,
-              merge: bool, allow_pickle: bool | None, use_memo: bool = True) -> _SavePlan:
+              merge: bool, allow_pickle: bool | None, use_memo: bool = True) -> SavePlan:
         entity_id = validate.identifier(entity_id, "entity_id")
         branch = validate.identifier(branch, "branch")
         st = validate.state_type(state_type)
@@ -192,7 +186,7 @@ class StateManager:
         memo = None if use_memo is False else self._memo
         encoded = [codecs.encode_item(n, state[n], allow_pickle=pickle_ok, key=self._signing_key, memo=memo)
                    for n in names]
-        return _SavePlan(
+        return SavePlan(
             entity_id=entity_id,
             branch=branch,
             state_type=st,
@@ -201,122 +195,17 @@ class StateManager:
             actor=validate.optional_text(actor, "actor") or self.actor,
             metadata=validate.json_mapping(metadata, "metadata"),
             expected_version=validate.optional_version(expected_version, "expected_version", allow_zero=True),
-            expires_in=_lifetime(expires_in),
+            expires_in=lifetime(expires_in),
             status=SnapshotStatus(validate.enum_value(status, SnapshotStatus, "status")),
             merge=bool(merge),
             snapshot_id=uuid.uuid4().hex,
             transition_id=uuid.uuid4().hex,
         )
 
-    def _write(self, cur: Any, attempt: int, plan: _SavePlan) -> tuple[StateSnapshot, StateTransition]:
-        repo = self._repo
-        if attempt and repo.snapshot_exists(cur, plan.snapshot_id):  # the earlier attempt did commit
-            row = repo.read_snapshot_by_id(cur, plan.snapshot_id)
-            assert row is not None
-            return self._attach(row.snapshot), plan.transition(row.snapshot)
-        now = utcnow()
-        version, entity_type, head = repo.allocate_version(cur, plan.entity_id, plan.resolved_type(), plan.branch, now)
-        if plan.state_type is not None and entity_type != plan.state_type.value:
-            raise InvalidArgumentError(
-                f"Entity {plan.entity_id!r} holds {entity_type} snapshots, not {plan.state_type.value}; "
-                "use another entity id for a different kind of state."
-            )
-        if head is None and version != 1:
-            raise NotFoundError(
-                f"Entity {plan.entity_id!r} has no branch {plan.branch!r}; "
-                f"create it with create_branch({plan.entity_id!r}, {plan.branch!r})."
-            )
-        head_id, head_version = head if head else (None, None)
-        if plan.expected_version is not None and (head_version or 0) != plan.expected_version:
-            raise ConflictError(
-                f"{plan.entity_id!r} on {plan.branch!r} is at version {head_version or 0}, not "
-                f"{plan.expected_version}: someone else saved first. Load the head and try again.",
-                expected=plan.expected_version, actual=head_version or 0,
-            )
-        state_data: dict[str, Any] = {}
-        items: dict[str, Any] = {}
-        names: list[str] = []
-        if plan.copy_from is not None:  # a rollback: the target's content, by reference
-            source = plan.copy_from(cur)
-            names.extend(source.snapshot.names)
-            state_data.update(source.state_data)
-            items.update(source.items)
-        elif plan.merge and head_id is not None:
-            parent = repo.read_snapshot_by_id(cur, head_id)
-            if parent is not None:
-                parent.verify()
-                given = {e.name for e in plan.encoded} | plan.drop
-                for n in parent.snapshot.names:
-                    if n in given:
-                        continue
-                    names.append(n)
-                    if n in parent.state_data:
-                        state_data[n] = parent.state_data[n]
-                    else:
-                        items[n] = parent.items[n]
-        chunks: dict[str, bytes] = {}
-        size = 0
-        for e in plan.encoded:
-            names.append(e.name)
-            if e.inline:
-                state_data[e.name] = e.value
-            else:
-                items[e.name] = {**e.descriptor, "size": e.size}
-                chunks.update(e.chunks)
-        plan.has_items = bool(items)
-        all_digests = {d for desc in items.values() for d in desc.get("chunks", ())}
-        new_bytes = 0
-        if all_digests:
-            self.db.lock_for_save(cur)
-            have = repo.existing_digests(cur, all_digests)
-            absent = all_digests - have - chunks.keys()
-            if absent:  # chunks we reference without holding their bytes are gone
-                if any(e.reused for e in plan.encoded):
-                    raise _StaleMemo()
-                raise IntegrityError(
-                    f"{len(absent)} payload chunks of {plan.entity_id!r}'s parent version are missing; "
-                    "run verify() and recover the last intact version first."
-                )
-            missing = {d: b for d, b in chunks.items() if d not in have}
-            repo.write_chunks(cur, missing)
-            new_bytes = sum(len(b) for b in missing.values())
-            plan.deduplicated = sum(len(b) for d, b in chunks.items() if d in have)
-        state_text = codecs.dumps(state_data)
-        items_text = codecs.dumps(items)
-        # new bytes: chunks this store lacked, plus values stored in the row itself
-        new_bytes += len(state_text) + sum(
-            e.size for e in plan.encoded if not e.inline and not e.reused and not e.descriptor.get("chunks"))
-        size = len(state_text.encode("utf-8")) + sum(int(desc.get("size", 0)) for desc in items.values())
-        lifetime = DEFAULT_LIFETIMES.get(StateType(entity_type)) if plan.expires_in is _DEFAULT else plan.expires_in
-        expires_at = now + lifetime if lifetime is not None else None
-        kind = TransitionType.CREATE if version == 1 else (plan.kind or TransitionType.UPDATE)
-        repo.insert_snapshot(cur, {
-            "sid": plan.snapshot_id, "e": plan.entity_id, "v": version, "b": plan.branch,
-            "t": entity_type, "psid": head_id, "pv": head_version,
-            "checksum": state_checksum(state_text, items_text), "now": self.db.ts(now),
-            "exp": self.db.ts(expires_at), "status": plan.status.value, "kind": kind.value,
-            "actor": plan.actor, "msg": plan.message, "meta": codecs.dumps(plan.metadata),
-            "names": codecs.dumps(names), "size": size, "new": new_bytes,
-            "data": state_text, "items": items_text,
-        })
-        if all_digests:
-            repo.write_links(cur, plan.snapshot_id, all_digests)
-        snap = StateSnapshot(
-            snapshot_id=plan.snapshot_id, entity_id=plan.entity_id, version=version, branch=plan.branch,
-            state_type=StateType(entity_type), parent_snapshot_id=head_id, parent_version=head_version,
-            checksum=state_checksum(state_text, items_text), created_at=now, expires_at=expires_at,
-            status=plan.status, kind=kind, actor=plan.actor, message=plan.message,
-            metadata=dict(plan.metadata), names=tuple(names), size_bytes=size,
-            new_bytes=new_bytes,
-        )
-        transition = plan.transition(snap)
-        repo.insert_transition(cur, transition)
-        repo.set_head(cur, plan.entity_id, plan.branch, plan.snapshot_id, version,
-                      create=head is None, base=None, now=now)
-        plan.inline_text = state_text
-        return self._attach(snap), transition
+    def _write(self, cur: Any, attempt: int, plan: SavePlan) -> tuple[StateSnapshot, StateTransition]:
+        return writer.write_snapshot(self, cur, attempt, plan)
 
-    def _after_save(self, plan: _SavePlan, snap: StateSnapshot, transition: StateTransition,
+    def _after_save(self, plan: SavePlan, snap: StateSnapshot, transition: StateTransition,
                     started: float, record: bool = True) -> None:
         self._metrics.add("bytes_written", snap.new_bytes)
         self.db.note_write(snap.new_bytes)
@@ -356,7 +245,7 @@ class StateManager:
                 sid = self._cache.lookup_version(entity_id, version)
                 if sid is not None:
                     hit = self._cache.get(sid)
-                    if hit is not None and (include_expired or _alive(hit.snapshot)):
+                    if hit is not None and (include_expired or alive(hit.snapshot)):
                         state = hit.materialize(only)
                         self._metrics.record("load_cached", time.perf_counter() - started)
                         return state
@@ -383,7 +272,7 @@ class StateManager:
         if row is None:
             raise self._not_found(cur, entity_id, version, branch)
         snap = row.snapshot
-        if not include_expired and not _alive(snap):
+        if not include_expired and not alive(snap):
             raise NotFoundError(
                 f"{entity_id!r} v{snap.version} expired at {snap.expires_at:%Y-%m-%d %H:%M} UTC; "
                 "pass include_expired=True to read it until it is purged."
@@ -441,7 +330,7 @@ class StateManager:
             row = self._repo.read_snapshot(cur, entity_id, version, b)
             if row is None:
                 raise self._not_found(cur, entity_id, version, b)
-            if not include_expired and not _alive(row.snapshot):
+            if not include_expired and not alive(row.snapshot):
                 raise NotFoundError(f"{entity_id!r} v{row.snapshot.version} has expired.")
             return self._attach(row.snapshot)
 
@@ -589,76 +478,3 @@ class StateManager:
     @property
     def cache(self) -> StateCache:
         return self._cache
-
-
-class _SavePlan:
-    """Everything a save needs, computed before the transaction opens."""
-
-    def __init__(self, *, entity_id: str, branch: str, state_type: StateType | None,
-                 encoded: list[codecs.EncodedItem], message: str | None, actor: str,
-                 metadata: dict[str, Any], expected_version: int | None, expires_in: Any,
-                 status: SnapshotStatus, merge: bool, snapshot_id: str, transition_id: str):
-        self.entity_id = entity_id
-        self.branch = branch
-        self.state_type = state_type
-        self.encoded = encoded
-        self.message = message
-        self.actor = actor
-        self.metadata = metadata
-        self.expected_version = expected_version
-        self.status = status
-        self.merge = merge
-        self.snapshot_id = snapshot_id
-        self.transition_id = transition_id
-        self.kind: TransitionType | None = None
-        self.copy_from: Callable[[Any], SnapshotRow] | None = None
-        self.reason: str | None = None
-        self.transition_meta: dict[str, Any] = {}
-        self.deduplicated = 0
-        self.inline_text: str | None = None
-        self.expires_in = expires_in  # _DEFAULT: the entity's type decides
-        self.has_items = False
-        self.drop: set[str] = set()
-
-    def resolved_type(self) -> str:
-        return (self.state_type or DEFAULT_STATE_TYPE).value
-
-    def transition(self, snap: StateSnapshot) -> StateTransition:
-        return StateTransition(
-            transition_id=self.transition_id, entity_id=snap.entity_id, branch=snap.branch,
-            transition_type=snap.kind, from_snapshot_id=snap.parent_snapshot_id,
-            to_snapshot_id=snap.snapshot_id, from_version=snap.parent_version, to_version=snap.version,
-            actor=snap.actor, reason=self.reason if self.reason is not None else snap.message,
-            timestamp=snap.created_at, metadata=dict(self.transition_meta),
-        )
-
-
-_DEFAULT = object()
-
-
-class _StaleMemo(Exception):
-    """A remembered frame's chunks were purged after it was remembered."""
-
-
-def _lifetime(expires_in: Any) -> Any:
-    if expires_in is None:
-        return _DEFAULT
-    if expires_in == NEVER or expires_in is False:
-        return None
-    if isinstance(expires_in, timedelta):
-        seconds = expires_in.total_seconds()
-    elif isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
-        seconds = float(expires_in)
-    else:
-        raise InvalidArgumentError(
-            f"expires_in must be a timedelta, a number of seconds or 'never', not {expires_in!r}."
-        )
-    if math.isnan(seconds) or seconds < 0:
-        raise InvalidArgumentError(f"expires_in must not be negative, got {expires_in!r}.")
-    if math.isinf(seconds):
-        return None
-    return timedelta(seconds=seconds)
-
-
-def _alive(snap: StateSnapshot, now: datetime | None = None) -> bool:
-    return snap.expires_at is None or snap.expires_at > (now or utcnow())
