@@ -8,7 +8,6 @@ head where it was.
 
 from __future__ import annotations
 
-import atexit
 import gc
 import re
 import sqlite3
@@ -24,27 +23,18 @@ import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 from statekit import StateManager
 from statekit.magics import StateMagics
 from statekit.notebook.args import COMMANDS
+from tests import shells
 
 ENTITY = "nb"
 
 
 def make_shell(url: str | None, entity: str | None = ENTITY) -> InteractiveShell:
     """A fresh shell with statekit loaded, as a kernel would have it (minus the kernel)."""
-    config = Config()
-    config.HistoryManager.enabled = False
-    shell = InteractiveShell(config=config)
-    atexit.unregister(shell.atexit_operations)
-    shell.run_line_magic("load_ext", "statekit")
-    if url is not None:
-        shell.run_line_magic("config", f"StateMagics.url = {url!r}")
-    if entity is not None:
-        shell.run_line_magic("config", f"StateMagics.entity = {entity!r}")
-    return shell
+    return shells.make_shell(url, entity)
 
 
 def magics(shell: InteractiveShell) -> StateMagics:

@@ -7,7 +7,6 @@ into the commands (save, load, rollback, branch...) on a real SQLite store.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import io
 import shlex
@@ -19,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 from statekit.notebook.args import COMMANDS
+from tests import shells
 
 WORDS = [*COMMANDS, "-m", "--message", "-r", "-b", "-n", "-a", "-f", "--from", "--all", "-h", "on", "off",
          "main", "exp", "a", "df", "nope", "1", "2", "3", "v2", "0", "-1", "99", "''", '"', "'x y'", "--"]
@@ -35,14 +34,7 @@ lines = st.one_of(
 
 
 def make_shell(url: str) -> InteractiveShell:
-    config = Config()
-    config.HistoryManager.enabled = False
-    shell = InteractiveShell(config=config)
-    atexit.unregister(shell.atexit_operations)
-    shell.run_line_magic("load_ext", "statekit")
-    shell.run_line_magic("config", f"StateMagics.url = {url!r}")
-    shell.run_line_magic("config", "StateMagics.entity = 'fuzz'")
-    shell.run_line_magic("config", "StateMagics.progress_delay = 60.0")
+    shell = shells.make_shell(url, "fuzz", progress_delay=60.0)
     shell.run_cell("import pandas as pd\ndf = pd.DataFrame({'x': [1, 2]})\na = {'k': 1}")
     shell.run_line_magic("state", "save")
     shell.run_cell("a['k'] = 2")

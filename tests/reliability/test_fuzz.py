@@ -27,7 +27,6 @@ stays clean.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import datetime as dt
 import decimal
@@ -244,18 +243,11 @@ WORDS = ["-m", "-r", "-b", "-n", "-f", "--all", "x", "df", "nope", "main", "side
 def test_state_lines_in_a_real_shell_give_a_result_or_a_usage_error_and_a_failed_one_changes_nothing(
         tmp_path: Path) -> None:
     from IPython.core.error import UsageError
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
+
+    from tests import shells
 
     url = f"sqlite:///{tmp_path / 'magic.db'}"
-    config = Config()
-    config.HistoryManager.enabled = False
-    shell = InteractiveShell(config=config)
-    atexit.unregister(shell.atexit_operations)
-    shell.run_line_magic("load_ext", "statekit")
-    shell.run_line_magic("config", f"StateMagics.url = {url!r}")
-    shell.run_line_magic("config", "StateMagics.entity = 'fz'")
-    shell.run_line_magic("config", "StateMagics.progress_delay = 60.0")
+    shell = shells.make_shell(url, "fz", progress_delay=60.0)
     shell.run_cell("import pandas as pd\nx = {'k': 1}\ndf = pd.DataFrame({'a': [1, 2]})")
     shell.run_line_magic("state", "save")
     magics = shell.magics_manager.registry["StateMagics"]

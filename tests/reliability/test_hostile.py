@@ -24,7 +24,6 @@ under ``umask 0``; a key file that others can read is refused.
 
 from __future__ import annotations
 
-import atexit
 import io
 import json
 import os
@@ -107,17 +106,9 @@ def forge_item(sm: StateManager, version: int, name: str, descriptor: dict[str, 
 
 
 def make_shell(url: str) -> Any:
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
+    from tests import shells
 
-    config = Config()
-    config.HistoryManager.enabled = False
-    shell = InteractiveShell(config=config)
-    atexit.unregister(shell.atexit_operations)
-    shell.run_line_magic("load_ext", "statekit")
-    shell.run_line_magic("config", f"StateMagics.url = {url!r}")
-    shell.run_line_magic("config", f"StateMagics.entity = {ENTITY!r}")
-    return shell
+    return shells.make_shell(url, ENTITY)
 
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
