@@ -143,8 +143,16 @@ class DatabaseManager:
             self._install_sqlite_hooks(engine, in_memory=not database or database == ":memory:")
             return engine
         if u.get_backend_name() == "postgresql":
-            return sa.create_engine(u, pool_pre_ping=True)
-        return sa.create_engine(u)
+            try:
+                return sa.create_engine(u, pool_pre_ping=True)
+            except ModuleNotFoundError as exc:  # the driver is an optional extra
+                raise InvalidArgumentError(
+                    f"The PostgreSQL driver {exc.name!r} is not installed. Use a postgresql+psycopg:// URL "
+                    'and install its driver with: pip install "statekit[postgres]"'
+                ) from None
+        raise InvalidArgumentError(
+            f"statekit supports SQLite and PostgreSQL URLs, not {u.get_backend_name()!r}."
+        )
 
     def _install_sqlite_hooks(self, engine: Engine, in_memory: bool) -> None:
         sync = "FULL" if self.durability == "full" else "NORMAL"

@@ -109,6 +109,10 @@ def test_long_unicode_and_sql_looking_ids_are_stored_literally(sm: StateManager,
 def test_a_store_url_that_cannot_work_says_so(tmp_path) -> None:
     with pytest.raises(InvalidArgumentError):
         StateManager("")
+    with pytest.raises(InvalidArgumentError, match="supports SQLite and PostgreSQL"):
+        StateManager("mysql://root@127.0.0.1/test")
+    with pytest.raises(InvalidArgumentError, match=r'pip install "statekit\[postgres\]"'):
+        StateManager("postgresql+psycopg2://postgres@127.0.0.1/test")  # a driver statekit does not install
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(InvalidArgumentError, match="Cannot create"):
