@@ -117,8 +117,8 @@ def _scalar_size(v: Any) -> int | None:
         return len(v) + 2 if v.isascii() or _utf8_ok(v) else -1
     if t is float:
         return 24 if v - v == 0.0 else -1  # NaN and infinities are not JSON
-    if t is int:
-        return 20 if -(10**18) < v < 10**18 else len(str(v))
+    if t is int:  # huge ints cannot be written as decimal text: tagged JSON stores them in hex
+        return 20 if -(10**18) < v < 10**18 else (-1 if v.bit_length() > tagged_json.BIG_INT_BITS else len(str(v)))
     size = _SCALAR_SIZE.get(t)
     if size is not None:
         return size
@@ -190,8 +190,7 @@ def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], Signing
     reason = ""
     if t is pd.DataFrame or t is pd.Series:
         try:
-            frame = value if t is pd.DataFrame else value.to_frame(name="__statekit_series__")
-            desc, chunks = frames.encode_frame(frame, "frame" if t is pd.DataFrame else "series", getattr(value, "name", None))
+            desc, chunks = frames.encode_value(value)
             desc["chunks"] = list(chunks)
             return EncodedItem(name, False, descriptor=desc, chunks=chunks, size=sum(map(len, chunks.values())))
         except (TypeError, ValueError, pa.ArrowException) as exc:
@@ -260,14 +259,14 @@ def _decode(desc: Mapping[str, Any], read: ChunkReader, key: Callable[[], Signin
     if codec == "arrow":
         return frames.decode_frame(desc, read)
     if codec == "npy":
-        buf = io.BytesIO(_join(desc, read))
-        version = np.lib.format.read_magic(buf)
-        header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-        _shape, _order, dtype = header[version](buf) if version in header else (None, None, np.dtype("u1"))
-        if dtype.hasobject:  # we never write these: only a forged payload declares one
-            raise UntrustedPayloadError("refusing an .npy payload that declares Python objects (it would need pickle)")
-        buf.seek(0)
-        return np.lib.format.read_array(buf, allow_pickle=False)
+        data = read(list(desc["chunks"]))
+        joined = bytearray(sum(len(data[d]) for d in desc["chunks"]))  # writable: the array is built over it
+        at = 0
+        for d in desc["chunks"]:
+            joined[at : at + len(data[d])] = data[d]
+            at += len(data[d])
+        del data
+        return _decode_npy(joined)
     if codec == "json":
         return json.loads(_join(desc, read))
     if codec == "xjson":
@@ -285,6 +284,28 @@ def _decode(desc: Mapping[str, Any], read: ChunkReader, key: Callable[[], Signin
             )
         return pickle.loads(data)  # noqa: S301 - signature checked above
     raise IntegrityError(f"unknown codec {codec!r}")
+
+
+def _decode_npy(data: bytearray) -> np.ndarray:
+    """An .npy payload, checked before numpy reads it: known header, no objects, bytes that match the shape."""
+    buf = io.BytesIO(data)
+    version = np.lib.format.read_magic(buf)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise IntegrityError(f"an .npy payload of unknown version {version}")
+    shape, fortran, dtype = readers[version](buf)
+    if dtype.hasobject:  # we never write these: only a forged payload declares one
+        raise UntrustedPayloadError("refusing an .npy payload that declares Python objects (it would need pickle)")
+    count = 1
+    for n in shape:
+        if type(n) is not int or n < 0:
+            raise IntegrityError("an .npy payload declares a bad shape")
+        count *= n
+    if count * dtype.itemsize != len(data) - buf.tell():
+        raise IntegrityError(f"an .npy payload holds {len(data) - buf.tell()} bytes of data, its header "
+                             f"declares {count} x {dtype.itemsize}")
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=buf.tell())
+    return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
 
 
 def copy_value(value: Any) -> Any:

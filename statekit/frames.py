@@ -1,9 +1,13 @@
-"""DataFrames and Series as Arrow IPC chunks: one chunk per column per 65,536 rows.
+"""DataFrames and Series as Arrow IPC chunks plus a JSON spec (format 2).
 
-Fixed row boundaries mean an appended row or a changed column yields new
-chunks only where something changed; content addressing then stores nothing
-else. Chunks are LZ4-compressed. Large frames encode, hash and decode their
-columns on a small thread pool (Arrow's compression and hashlib release the GIL).
+A value is described by a spec (see :mod:`statekit.pandas_arrays`) whose leaves
+are Arrow arrays. Each leaf is cut at fixed row boundaries (65,536 rows), so an
+appended row or a changed column yields new chunks only where something
+changed; content addressing then stores nothing else. Chunks are LZ4-compressed.
+
+Everything read back is treated as hostile: each chunk must hold exactly one
+field of the type the stored schema gives its leaf, pass Arrow's full
+validation and have the length the descriptor says, before pandas sees it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,12 +23,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pandas.api.internals import create_dataframe_from_blocks
 
-from . import tagged_json
+from . import frames_legacy, tagged_json
+from .pandas_arrays import Decoder, Encoder, _label, safe_np_dtype
 
 ROWS_PER_CHUNK = 65_536
-PLACEHOLDER = "__statekit_placeholder__"
+FORMAT = 2
 ChunkReader = Callable[[list[str]], dict[str, bytes]]
+READ_BATCH = 64
+"""Chunks fetched per query while decoding: bounds the compressed bytes held at once."""
 
 
 def digest_of(data: bytes | memoryview) -> str:
@@ -32,93 +41,97 @@ def digest_of(data: bytes | memoryview) -> str:
 
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 """LZ4 costs little CPU and cuts the bytes written (and fsynced) by a third or more."""
+_CHUNK_FIELD = "v"  # one name for every chunk: equal content at another position is the same chunk
 
 
-def _chunk_ipc(arr: pa.Array, fld: pa.Field) -> bytes:
+def _chunk_ipc(arr: pa.Array) -> bytes:
     sink = pa.BufferOutputStream()
-    schema = pa.schema([fld])
+    schema = pa.schema([pa.field(_CHUNK_FIELD, arr.type)])
     with pa.ipc.new_stream(sink, schema, options=_IPC_OPTIONS) as writer:
         writer.write_batch(pa.record_batch([arr], schema=schema))
     return sink.getvalue().to_pybytes()
 
 
-def _object_column_fixup(name: Any, s: pd.Series) -> str:
-    """Check an object column holds only strings (or bytes); say how its missing values come back.
-
-    Arrow gives strings back as pandas' string dtype: the fixup restores ``object``
-    with the original kind of missing value (None or NaN).
-    """
-    kind = pd.api.types.infer_dtype(s, skipna=True)
-    if kind not in ("string", "bytes", "empty"):
-        raise TypeError(f"column {name!r} holds {kind} Python objects, which Arrow cannot round-trip exactly")
-    mask = s.isna().to_numpy()
-    if not mask.any():
-        return "none"
-    nulls = s[mask]
-    if all(x is None for x in nulls):
-        return "none"
-    if all(type(x) is float for x in nulls):
-        return "nan"
-    raise TypeError(f"column {name!r} mixes None and NaN as missing values")
+def read_ipc(data: bytes, ftype: pa.DataType) -> list[pa.Array]:
+    """The arrays of one chunk, refused unless it holds one field of ``ftype`` and validates in full."""
+    reader = pa.ipc.open_stream(pa.py_buffer(data))
+    if len(reader.schema) != 1 or reader.schema.field(0).type != ftype:
+        raise ValueError(f"a chunk holds {reader.schema.types}, its schema says {ftype}")
+    out = []
+    for batch in reader:
+        batch.validate(full=True)
+        out.append(batch.column(0))
+    return out
 
 
-def encode_frame(df: pd.DataFrame, kind: str, series_name: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
-    if not df.columns.is_unique:
-        raise TypeError("the DataFrame has duplicate column names")
-    fixups: dict[str, str] = {}
-    strings: dict[str, list[Any]] = {}
-    for pos in range(df.shape[1]):
-        col = df.iloc[:, pos]
-        if isinstance(col.dtype, pd.StringDtype):  # Arrow restores the default storage: keep the original
-            na = col.dtype.na_value
-            strings[str(pos)] = [col.dtype.storage, "nan" if isinstance(na, float) else "NA"]
-        if col.dtype == object:
-            fixups[str(pos)] = _object_column_fixup(df.columns[pos], col)
-    for level in range(df.index.nlevels):
-        idx = df.index.get_level_values(level)
-        if idx.dtype == object and pd.api.types.infer_dtype(idx, skipna=False) not in ("string", "bytes", "empty"):
-            raise TypeError("the index holds Python objects that Arrow cannot round-trip exactly")
-    placeholder: str | None = None
-    if df.shape[1] == 0:
-        placeholder = "range" if isinstance(df.columns, pd.RangeIndex) else str(df.columns.dtype)  # Arrow cannot count the rows of a table without columns
-        df = df.assign(**{PLACEHOLDER: np.zeros(len(df), dtype=np.int8)})
-    table = pa.Table.from_pandas(df, preserve_index=None)
-    schema_bytes = table.schema.serialize().to_pybytes()
+# ---------------------------------------------------------------- encoding
+
+
+def _attrs_spec(value: Any) -> dict[str, Any]:
+    try:
+        attrs = tagged_json.encode(dict(value.attrs))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"its attrs hold a {exc}, which cannot be stored exactly") from None
+    return {"attrs": attrs, "flags": {"allows_duplicate_labels": bool(value.flags.allows_duplicate_labels)}}
+
+
+def _part(what: str, fn: Callable[[Any], Any], arg: Any) -> Any:
+    try:
+        return fn(arg)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"its {what} holds {exc}") from None
+
+
+def encode_value(value: pd.DataFrame | pd.Series) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The descriptor and chunks of a DataFrame or Series; TypeError/ValueError when not exact."""
+    enc = Encoder()
+    if isinstance(value, pd.DataFrame):
+        spec: dict[str, Any] = {"columns": _part("column labels", enc.index, value.columns),
+                                "index": _part("index", enc.index, value.index)}
+        spec["data"] = [_part(f"column {value.columns[i]!r}", enc.array, value.iloc[:, i].array)
+                        for i in range(value.shape[1])]
+        kind = "frame"
+    else:
+        spec = {"index": _part("index", enc.index, value.index), "data": [_part("data", enc.array, value.array)],
+                "name": _part("name", _label, value.name)}
+        kind = "series"
+    spec.update(_attrs_spec(value))
+    leaves = enc.leaves
+    schema = pa.schema([pa.field(str(i), leaf.type) for i, leaf in enumerate(leaves)])
+    schema_bytes = schema.serialize().to_pybytes()
+    back = pa.ipc.read_schema(pa.py_buffer(schema_bytes))
+    for i, leaf in enumerate(leaves):
+        if back.field(i).type != leaf.type:  # e.g. an extension type Arrow does not know how to read
+            raise TypeError(f"Arrow type {leaf.type}, which does not survive Arrow IPC")
     chunks: dict[str, bytes] = {}
     schema_digest = digest_of(schema_bytes)
     chunks[schema_digest] = schema_bytes
-    n = table.num_rows
 
-    def encode_column(i: int) -> list[tuple[str, bytes]]:
-        fld, col = table.schema.field(i), table.column(i)
+    def encode_leaf(leaf: pa.Array | pa.ChunkedArray) -> list[tuple[str, bytes]]:
         out = []
+        n = len(leaf)
         for start in range(0, max(n, 1), ROWS_PER_CHUNK):
-            piece = col.slice(start, ROWS_PER_CHUNK).combine_chunks() if n else pa.array([], type=fld.type)
-            data = _chunk_ipc(piece, fld.remove_metadata())
+            piece = leaf.slice(start, ROWS_PER_CHUNK)
+            if isinstance(piece, pa.ChunkedArray):
+                piece = piece.combine_chunks() if piece.num_chunks else pa.array([], type=leaf.type)
+            data = _chunk_ipc(piece)
             out.append((digest_of(data), data))
         return out
 
-    # Arrow's compression and hashlib release the GIL: large frames encode their columns in parallel
-    if table.nbytes >= PARALLEL_BYTES and table.num_columns > 1:
-        encoded = list(_pool().map(encode_column, range(table.num_columns)))
-    else:
-        encoded = [encode_column(i) for i in range(table.num_columns)]
-    columns: list[list[str]] = []
+    total = sum(leaf.nbytes for leaf in leaves)
+    encoded = parallel_map(encode_leaf, leaves) if total >= PARALLEL_BYTES else [encode_leaf(x) for x in leaves]
     for pieces in encoded:
-        columns.append([d for d, _ in pieces])
         chunks.update(pieces)
     desc: dict[str, Any] = {
         "codec": "arrow",
+        "format": FORMAT,
         "kind": kind,
-        "rows": n,
+        "rows": len(value),
         "schema": schema_digest,
-        "columns": columns,
-        "fixups": fixups,
-        "strings": strings,
-        "placeholder": placeholder,
+        "leaves": [[d for d, _ in pieces] for pieces in encoded],
+        "lengths": [len(leaf) for leaf in leaves],
+        "spec": spec,
     }
-    if kind == "series":
-        desc["series_name"] = tagged_json.encode(series_name)
     return desc, chunks
 
 
@@ -148,38 +161,107 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+# ---------------------------------------------------------------- decoding
+
+
+class _Feed:
+    """Hands out chunk bytes in the order leaves need them, a batch of queries at a time, keeping few."""
+
+    def __init__(self, leaves: list[list[str]], read: ChunkReader):
+        self.leaves = leaves
+        self.read = read
+        self.uses = Counter(d for leaf in leaves for d in leaf)
+        self.held: dict[str, bytes] = {}
+
+    def take(self, leaf: int) -> list[bytes]:
+        if any(d not in self.held for d in self.leaves[leaf]):
+            batch = list(dict.fromkeys(self.leaves[leaf]))
+            for later in self.leaves[leaf + 1 :]:
+                if len(batch) >= READ_BATCH:
+                    break
+                batch.extend(d for d in later if d not in batch)
+            self.held.update(self.read([d for d in batch if d not in self.held]))
+        out = []
+        for d in self.leaves[leaf]:
+            out.append(self.held[d])
+            self.uses[d] -= 1
+            if self.uses[d] <= 0:
+                del self.held[d]
+        return out
+
+
 def decode_frame(desc: Mapping[str, Any], read: ChunkReader) -> Any:
-    wanted = [desc["schema"], *[d for col in desc["columns"] for d in col]]
-    data = read(wanted)
-    schema = pa.ipc.read_schema(pa.py_buffer(data[desc["schema"]]))
+    if desc.get("format") is None:
+        return frames_legacy.decode(desc, read, read_ipc)
+    if desc.get("format") != FORMAT:
+        raise ValueError(f"unknown frame format {desc.get('format')!r}")
+    leaves = [[str(d) for d in leaf] for leaf in desc["leaves"]]
+    lengths = [int(n) for n in desc["lengths"]]
+    rows = int(desc["rows"])
+    schema = pa.ipc.read_schema(pa.py_buffer(read([desc["schema"]])[desc["schema"]]))
+    if not len(schema) == len(leaves) == len(lengths):
+        raise ValueError("the descriptor and the schema disagree on the number of leaves")
+    feed = _Feed(leaves, read)
 
-    def decode_column(i: int) -> pa.ChunkedArray:
-        pieces = []
-        for d in desc["columns"][i]:
-            reader = pa.ipc.open_stream(pa.py_buffer(data[d]))
-            pieces.extend(reader.read_all().column(0).chunks)
-        return pa.chunked_array(pieces, type=schema.field(i).type)
+    def leaf_of(i: int) -> pa.ChunkedArray:
+        ftype = schema.field(i).type
+        pieces = [p for data in feed.take(i) for p in read_ipc(data, ftype)]
+        arr = pa.chunked_array(pieces, type=ftype)
+        if len(arr) != lengths[i]:
+            raise ValueError(f"leaf {i} holds {len(arr)} values, the descriptor says {lengths[i]}")
+        return arr
 
-    total = sum(len(data[d]) for d in wanted)
-    columns = range(len(desc["columns"]))
-    arrays = parallel_map(decode_column, list(columns)) if total >= PARALLEL_BYTES else [decode_column(i) for i in columns]
-    table = pa.Table.from_arrays(arrays, schema=schema)
-    df = table.to_pandas()
-    for pos, fix in desc.get("fixups", {}).items():
-        p = int(pos)
-        col = df.iloc[:, p].astype(object)
-        df.isetitem(p, col.where(col.notna(), np.nan if fix == "nan" else None))
-    if desc.get("placeholder"):
-        df = df.drop(columns=[PLACEHOLDER])
-        kind = desc["placeholder"]
-        df.columns = pd.RangeIndex(0) if kind == "range" else pd.Index([], dtype=kind)
-    for pos, (storage, na) in desc.get("strings", {}).items():
-        p = int(pos)
-        want = pd.StringDtype(storage, na_value=np.nan if na == "nan" else pd.NA)
-        if df.dtypes.iloc[p] != want:
-            df.isetitem(p, df.iloc[:, p].astype(want))
-    if desc["kind"] == "series":
-        s = df.iloc[:, 0]
-        s.name = tagged_json.decode(desc["series_name"])
-        return s
-    return df
+    dec = Decoder(leaf_of, lengths.__getitem__)
+    spec = desc["spec"]
+    kind = desc["kind"]
+    if kind == "frame":
+        columns = dec.index(spec["columns"])
+        index = dec.index(spec["index"], length=rows)
+        if len(spec["data"]) != len(columns):
+            raise ValueError("the frame's columns and data disagree")
+        out: Any = create_dataframe_from_blocks(_blocks(dec, spec["data"], rows), index, columns)
+    elif kind == "series":
+        index = dec.index(spec["index"], length=rows)
+        if len(spec["data"]) != 1:
+            raise ValueError("a series holds one array")
+        arr = dec.array(spec["data"][0])
+        if len(arr) != rows:
+            raise ValueError("the series' data does not match its index")
+        name = tagged_json.decode(spec["name"])
+        hash(name)
+        out = pd.Series(arr, index=index, name=name, copy=False)
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    attrs = tagged_json.decode(spec["attrs"])
+    if type(attrs) is not dict:
+        raise ValueError("attrs must be a dict")
+    out.attrs = attrs
+    flags = spec["flags"]
+    if type(flags.get("allows_duplicate_labels")) is not bool:
+        raise ValueError("bad flags")
+    out.flags.allows_duplicate_labels = flags["allows_duplicate_labels"]
+    return out
+
+
+def _blocks(dec: Decoder, specs: list[dict[str, Any]], rows: int) -> list[tuple[Any, np.ndarray]]:
+    """pandas blocks: numpy columns of one dtype share one 2D array, filled in place (no second copy)."""
+    groups: dict[np.dtype, list[int]] = {}
+    blocks: list[tuple[Any, np.ndarray]] = []
+    for pos, spec in enumerate(specs):
+        if spec.get("t") == "np":
+            groups.setdefault(safe_np_dtype(spec["dtype"]), []).append(pos)
+    for dtype, positions in groups.items():
+        block = np.empty((len(positions), rows), dtype=dtype)
+        for j, pos in enumerate(positions):
+            dec.numpy(specs[pos], out=block[j])
+        blocks.append((block, np.array(positions, dtype=np.intp)))
+    for pos, spec in enumerate(specs):
+        if spec.get("t") == "np":
+            continue
+        arr = dec.array(spec)
+        if len(arr) != rows:
+            raise ValueError("a column's length does not match the frame's rows")
+        if isinstance(arr, np.ndarray):
+            arr = arr.reshape(1, -1)
+        blocks.append((arr, np.array([pos], dtype=np.intp)))
+    return blocks

@@ -9,6 +9,7 @@ known types, so a stored value can never make the reader run code.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import decimal
 import math
@@ -33,12 +34,19 @@ def utf8_ok(s: str) -> bool:
     return True
 
 
+BIG_INT_BITS = 4000
+"""Larger ints are stored in hex: Python refuses to turn ints of over 4,300 digits into decimal text."""
+MAX_DEPTH = 200
+
+
 def encode(v: Any, depth: int = 0) -> Any:
-    if depth > 200:
+    if depth > MAX_DEPTH:
         raise ValueError("nested too deeply")
     t = type(v)
-    if v is None or t is bool or t is int:
+    if v is None or t is bool:
         return v
+    if t is int:
+        return v if v.bit_length() <= BIG_INT_BITS else {TAG: "int", "v": hex(v)}
     if t is str:
         if utf8_ok(v):
             return v
@@ -67,22 +75,46 @@ def encode(v: Any, depth: int = 0) -> Any:
         key = _tz_key(v.tzinfo)
         if key:  # wall time, fold and zone name: exact even inside a DST gap or overlap
             return {TAG: "datetime", "v": v.replace(tzinfo=None).isoformat(), "tz": key, "fold": v.fold}
+        _check_offset_zone(v.tzinfo, "datetime")
         return {TAG: "datetime", "v": v.isoformat(), "tz": None, "fold": v.fold}
     if t is dt.date:
         return {TAG: "date", "v": v.isoformat()}
     if t is dt.time:
-        return {TAG: "time", "v": v.isoformat(), "tz": _tz_key(v.tzinfo)}
+        key = _tz_key(v.tzinfo)
+        if not key:
+            _check_offset_zone(v.tzinfo, "time")
+        return {TAG: "time", "v": v.isoformat(), "tz": key, "fold": v.fold}
     if t is dt.timedelta:
         return {TAG: "timedelta", "v": [v.days, v.seconds, v.microseconds]}
     if t is pd.Timestamp:
-        return {TAG: "timestamp", "v": v.isoformat(), "unit": v.unit, "tz": _tz_key(v.tzinfo)}
+        key = _tz_key(v.tzinfo)
+        if not key:
+            _check_offset_zone(v.tzinfo, "Timestamp")
+        return {TAG: "timestamp", "v": v.isoformat(), "unit": v.unit, "tz": key, "utc": v.tzinfo is dt.UTC}
     if t is pd.Timedelta:
         return {TAG: "pd_timedelta", "v": int(v.value), "unit": v.unit}
+    if v is pd.NA:
+        return {TAG: "na", "v": None}
+    if v is pd.NaT:
+        return {TAG: "nat", "v": None}
     if isinstance(v, np.generic) and v.dtype.kind in "biufcmM":
         kind = v.dtype.kind
+        if kind in "fc" and v.dtype.itemsize > (8 if kind == "f" else 16):  # long double: exact decimal text
+            parts = [v] if kind == "f" else [v.real, v.imag]
+            return {TAG: "np_long", "dtype": v.dtype.str, "nmant": int(np.finfo(v.dtype).nmant),
+                    "v": [np.format_float_scientific(x, unique=True) for x in parts]}
         payload = int(v.view(np.int64)) if kind in "mM" else encode(v.item(), depth + 1)
         return {TAG: "np", "dtype": v.dtype.str, "v": payload}
     raise TypeError(type(v).__name__)
+
+
+def _check_offset_zone(tz: dt.tzinfo | None, what: str) -> None:
+    """A zone without a name must be a plain fixed offset, which the ISO text carries exactly."""
+    if tz is None or tz is dt.UTC:
+        return
+    if type(tz) is dt.timezone and tz.tzname(None) == dt.timezone(tz.utcoffset(None)).tzname(None):
+        return
+    raise TypeError(f"{what} with a {type(tz).__name__} time zone")
 
 
 def _tz_key(tz: dt.tzinfo | None) -> str | None:
@@ -93,55 +125,122 @@ def _tz_key(tz: dt.tzinfo | None) -> str | None:
 
 
 def decode(v: Any) -> Any:
+    """The value a tagged JSON stands for; IntegrityError for anything we would not have written."""
+    try:
+        return _decode(v, 0)
+    except IntegrityError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError,
+            zoneinfo.ZoneInfoNotFoundError, binascii.Error, decimal.InvalidOperation) as exc:
+        raise IntegrityError(f"a stored tagged value is malformed ({type(exc).__name__}: {exc})") from None
+
+
+def _want(value: Any, *types: type) -> Any:
+    if type(value) not in types:
+        raise TypeError(f"expected {' or '.join(t.__name__ for t in types)}, found {type(value).__name__}")
+    return value
+
+
+_UNITS = ("s", "ms", "us", "ns")
+
+
+def _decode(v: Any, depth: int) -> Any:
+    if depth > MAX_DEPTH + 10:
+        raise IntegrityError("a stored value is nested too deeply")
     if type(v) is list:
-        return [decode(x) for x in v]
+        return [_decode(x, depth + 1) for x in v]
     if type(v) is not dict:
         return v
     tag = v.get(TAG)
     if tag is None:
-        return {k: decode(x) for k, x in v.items()}
+        return {k: _decode(x, depth + 1) for k, x in v.items()}
     p = v["v"]
     if tag == "str":
-        return base64.b64decode(p).decode("utf-8", "surrogatepass")
+        return base64.b64decode(_want(p, str), validate=True).decode("utf-8", "surrogatepass")
+    if tag == "int":
+        return int(_want(p, str), 16)
     if tag == "float":
-        return float(p)
+        out = float(_want(p, str))
+        if math.isfinite(out):
+            raise ValueError("a tagged float must be NaN or infinite")
+        return out
     if tag == "dict":
-        return {_freeze(decode(k)): decode(x) for k, x in p}
+        return {_freeze(_decode(k, depth + 1)): _decode(x, depth + 1) for k, x in _pairs(p)}
     if tag == "tuple":
-        return tuple(decode(x) for x in p)
+        return tuple(_decode(x, depth + 1) for x in _want(p, list))
     if tag == "set":
-        return {_freeze(decode(x)) for x in p}
+        return {_freeze(_decode(x, depth + 1)) for x in _want(p, list)}
     if tag == "frozenset":
-        return frozenset(_freeze(decode(x)) for x in p)
+        return frozenset(_freeze(_decode(x, depth + 1)) for x in _want(p, list))
     if tag == "bytes":
-        return base64.b64decode(p)
+        return base64.b64decode(_want(p, str), validate=True)
     if tag == "complex":
-        return complex(float(p[0]), float(p[1]))
+        re, im = _want(p, list)
+        return complex(float(_want(re, str)), float(_want(im, str)))
     if tag == "decimal":
-        return decimal.Decimal(p)
+        return decimal.Decimal(_want(p, str))
     if tag == "uuid":
-        return uuid.UUID(p)
+        return uuid.UUID(_want(p, str))
     if tag == "datetime":
-        out = dt.datetime.fromisoformat(p).replace(fold=v.get("fold", 0))
-        return out.replace(tzinfo=zoneinfo.ZoneInfo(v["tz"])) if v.get("tz") else out
+        out = dt.datetime.fromisoformat(_want(p, str)).replace(fold=_fold(v))
+        if v.get("tz"):
+            return out.replace(tzinfo=zoneinfo.ZoneInfo(_want(v["tz"], str)))
+        return out
     if tag == "date":
-        return dt.date.fromisoformat(p)
+        return dt.date.fromisoformat(_want(p, str))
     if tag == "time":
-        out_t = dt.time.fromisoformat(p)
-        return out_t.replace(tzinfo=zoneinfo.ZoneInfo(v["tz"])) if v.get("tz") else out_t
+        out_t = dt.time.fromisoformat(_want(p, str)).replace(fold=_fold(v))
+        return out_t.replace(tzinfo=zoneinfo.ZoneInfo(_want(v["tz"], str))) if v.get("tz") else out_t
     if tag == "timedelta":
-        return dt.timedelta(days=p[0], seconds=p[1], microseconds=p[2])
+        days, secs, us = (_want(x, int) for x in _want(p, list))
+        return dt.timedelta(days=days, seconds=secs, microseconds=us)
     if tag == "timestamp":
-        ts = pd.Timestamp(p).as_unit(v["unit"])
-        return ts.tz_convert(v["tz"]) if v.get("tz") else ts
+        unit = v["unit"]
+        if unit not in _UNITS:
+            raise ValueError(f"unknown unit {unit!r}")
+        ts = pd.Timestamp(_want(p, str)).as_unit(unit)
+        if v.get("tz"):
+            return ts.tz_convert(zoneinfo.ZoneInfo(_want(v["tz"], str)))
+        return ts.tz_convert(dt.UTC) if v.get("utc") and ts.tzinfo is not None else ts
     if tag == "pd_timedelta":
-        return pd.Timedelta(p, unit="ns").as_unit(v["unit"])
+        unit = v["unit"]
+        if unit not in _UNITS:
+            raise ValueError(f"unknown unit {unit!r}")
+        return pd.Timedelta(_want(p, int), unit="ns").as_unit(unit)
+    if tag == "na":
+        return pd.NA
+    if tag == "nat":
+        return pd.NaT
     if tag == "np":
-        dtype = np.dtype(v["dtype"])
+        dtype = np.dtype(_want(v["dtype"], str))
+        if dtype.kind not in "biufcmM" or dtype.fields is not None or dtype.shape:
+            raise ValueError(f"unexpected numpy dtype {v['dtype']!r}")
         if dtype.kind in "mM":  # stored as the int64 count of its unit (NaT included)
-            return np.array(p, dtype=np.int64).view(dtype)[()]
-        return dtype.type(decode(p))
+            return np.array(_want(p, int), dtype=np.int64).view(dtype)[()]
+        return dtype.type(_decode(p, depth + 1))
+    if tag == "np_long":
+        dtype = np.dtype(_want(v["dtype"], str))
+        if dtype.kind not in "fc" or dtype.itemsize <= (8 if dtype.kind == "f" else 16):
+            raise ValueError(f"unexpected long double dtype {v['dtype']!r}")
+        if v.get("nmant") != np.finfo(dtype).nmant:
+            raise ValueError("this long double was written on a machine with another long double format")
+        parts = [np.longdouble(_want(x, str)) for x in _want(p, list)]
+        return dtype.type(parts[0]) if dtype.kind == "f" else dtype.type(complex(0)) + parts[0] + parts[1] * 1j
     raise IntegrityError(f"unknown tag {tag!r} in stored value")
+
+
+def _pairs(p: Any) -> list[Any]:
+    for pair in _want(p, list):
+        if len(_want(pair, list)) != 2:
+            raise ValueError("a tagged dict holds pairs")
+    return p
+
+
+def _fold(v: dict[str, Any]) -> int:
+    fold = v.get("fold", 0)
+    if fold not in (0, 1) or type(fold) is not int:
+        raise ValueError("fold must be 0 or 1")
+    return fold
 
 
 def _freeze(v: Any) -> Any:

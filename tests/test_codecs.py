@@ -255,8 +255,8 @@ def test_unsigned_pickle_is_refused(store_url: str) -> None:
     "value, fragment",
     [
         ((i for i in range(3)), "generator"),
-        (pd.DataFrame({"a": [1, 2]}).rename(columns={"a": "b"}).assign(b2=1).rename(columns={"b2": "b"}), "duplicate"),
-        (pd.DataFrame({"o": [[1], [2]]}), "column 'o'"),
+        (pd.DataFrame({"a": [1, 2]}, index=pd.Index([object(), object()])), "index"),
+        (pd.DataFrame({"o": [[1], [object()]]}), "column 'o'"),
         (np.array([object()]), "object"),
         ({"k": object()}, "object"),
     ],
