@@ -114,6 +114,8 @@ def encode_value(value: pd.DataFrame | pd.Series) -> tuple[dict[str, Any], dict[
             piece = leaf.slice(start, ROWS_PER_CHUNK)
             if isinstance(piece, pa.ChunkedArray):
                 piece = piece.combine_chunks() if piece.num_chunks else pa.array([], type=leaf.type)
+            if not pa.types.is_primitive(piece.type):  # one layout per content, however the input was sliced
+                piece = pa.concat_arrays([piece, pa.array([], type=piece.type)])
             data = _chunk_ipc(piece)
             out.append((digest_of(data), data))
         return out
