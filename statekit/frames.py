@@ -116,6 +116,10 @@ def encode_value(value: pd.DataFrame | pd.Series) -> tuple[dict[str, Any], dict[
                 piece = piece.combine_chunks() if piece.num_chunks else pa.array([], type=leaf.type)
             if not pa.types.is_primitive(piece.type):  # one layout per content, however the input was sliced
                 piece = pa.concat_arrays([piece, pa.array([], type=piece.type)])
+            try:
+                piece.validate(full=True)  # what the loader would refuse is never written
+            except pa.ArrowInvalid as exc:
+                raise TypeError(f"Arrow data of type {leaf.type} that does not validate ({exc})") from None
             data = _chunk_ipc(piece)
             out.append((digest_of(data), data))
         return out
@@ -231,7 +235,7 @@ def decode_frame(desc: Mapping[str, Any], read: ChunkReader) -> Any:
             raise ValueError("the series' data does not match its index")
         name = tagged_json.decode(spec["name"])
         hash(name)
-        out = pd.Series(arr, index=index, name=name, copy=False)
+        out = pd.Series(arr, index=index, name=name, copy=False, dtype=arr.dtype)  # no inference from objects
     else:
         raise ValueError(f"unknown kind {kind!r}")
     attrs = tagged_json.decode(spec["attrs"])
