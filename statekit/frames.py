@@ -44,23 +44,28 @@ _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
 _CHUNK_FIELD = "v"  # one name for every chunk: equal content at another position is the same chunk
 
 
-def _chunk_ipc(arr: pa.Array) -> bytes:
+def _chunk_ipc(arrays: list[pa.Array]) -> bytes:
     sink = pa.BufferOutputStream()
-    schema = pa.schema([pa.field(_CHUNK_FIELD, arr.type)])
+    schema = pa.schema([pa.field(str(i), a.type) for i, a in enumerate(arrays)])
     with pa.ipc.new_stream(sink, schema, options=_IPC_OPTIONS) as writer:
-        writer.write_batch(pa.record_batch([arr], schema=schema))
+        writer.write_batch(pa.record_batch(arrays, schema=schema))
     return sink.getvalue().to_pybytes()
 
 
 def read_ipc(data: bytes, ftype: pa.DataType) -> list[pa.Array]:
-    """The arrays of one chunk, refused unless it holds one field of ``ftype`` and validates in full."""
+    """The arrays of a one-field chunk (format 1)."""
+    return [cols[0] for cols in read_group(data, [ftype])]
+
+
+def read_group(data: bytes, types: list[pa.DataType]) -> list[list[pa.Array]]:
+    """The batches of one chunk, refused unless its fields have exactly ``types`` and it validates in full."""
     reader = pa.ipc.open_stream(pa.py_buffer(data))
-    if len(reader.schema) != 1 or reader.schema.field(0).type != ftype:
-        raise ValueError(f"a chunk holds {reader.schema.types}, its schema says {ftype}")
+    if reader.schema.types != types:
+        raise ValueError(f"a chunk holds {reader.schema.types}, its schema says {types}")
     out = []
     for batch in reader:
         batch.validate(full=True)
-        out.append(batch.column(0))
+        out.append(batch.columns)
     return out
 
 
@@ -88,8 +93,8 @@ def encode_value(value: pd.DataFrame | pd.Series) -> tuple[dict[str, Any], dict[
     if isinstance(value, pd.DataFrame):
         spec: dict[str, Any] = {"columns": _part("column labels", enc.index, value.columns),
                                 "index": _part("index", enc.index, value.index)}
-        spec["data"] = [_part(f"column {value.columns[i]!r}", enc.array, value.iloc[:, i].array)
-                        for i in range(value.shape[1])]
+        spec["data"] = _runs([_part(f"column {value.columns[i]!r}", enc.array, value.iloc[:, i].array)
+                              for i in range(value.shape[1])])
         kind = "frame"
     else:
         spec = {"index": _part("index", enc.index, value.index), "data": [_part("data", enc.array, value.array)],
@@ -107,10 +112,65 @@ def encode_value(value: pd.DataFrame | pd.Series) -> tuple[dict[str, Any], dict[
     schema_digest = digest_of(schema_bytes)
     chunks[schema_digest] = schema_bytes
 
-    def encode_leaf(leaf: pa.Array | pa.ChunkedArray) -> list[tuple[str, bytes]]:
-        out = []
+    groups = _plan_groups(leaves)
+    total = sum(leaf.nbytes for leaf in leaves)
+    work = [(first, leaves[first : first + count]) for first, count in groups]
+    encoded = parallel_map(_encode_group, work) if total >= PARALLEL_BYTES else [_encode_group(w) for w in work]
+    for pieces in encoded:
+        chunks.update(pieces)
+    desc: dict[str, Any] = {
+        "codec": "arrow",
+        "format": FORMAT,
+        "kind": kind,
+        "rows": len(value),
+        "schema": schema_digest,
+        # [first leaf, number of leaves, their length, one chunk per 65,536 rows]
+        "groups": [[first, count, len(leaves[first]), [d for d, _ in pieces]]
+                   for (first, count), pieces in zip(groups, encoded, strict=True)],
+        "spec": spec,
+    }
+    return desc, chunks
+
+
+GROUP_BYTES = 256 * 1024
+"""Leaves are packed into one chunk up to about this many bytes, so a wide frame is a few chunks, not one per column."""
+
+
+def _nominal_width(t: pa.DataType) -> int:
+    """Bytes per value used to plan groups: from the type alone, so equal types always group alike."""
+    try:
+        return max(1, t.bit_width // 8)
+    except ValueError:
+        return 16
+
+
+def _plan_groups(leaves: list[pa.Array | pa.ChunkedArray]) -> list[tuple[int, int]]:
+    """Runs of consecutive leaves of one length, cut at GROUP_BYTES of nominal size.
+
+    The cut points depend on types and lengths only, never on values: a changed
+    cell changes one chunk, and an appended row only the last chunk of each group.
+    """
+    groups: list[tuple[int, int]] = []
+    first, size = 0, 0
+    for i, leaf in enumerate(leaves):
         n = len(leaf)
-        for start in range(0, max(n, 1), ROWS_PER_CHUNK):
+        width = min(n, ROWS_PER_CHUNK) * _nominal_width(leaf.type)
+        if i > first and (n != len(leaves[first]) or size + width > GROUP_BYTES):
+            groups.append((first, i - first))
+            first, size = i, 0
+        size += width
+    if leaves:
+        groups.append((first, len(leaves) - first))
+    return groups
+
+
+def _encode_group(work: tuple[int, list[pa.Array | pa.ChunkedArray]]) -> list[tuple[str, bytes]]:
+    _, members = work
+    n = len(members[0])
+    out = []
+    for start in range(0, max(n, 1), ROWS_PER_CHUNK):
+        pieces = []
+        for leaf in members:
             piece = leaf.slice(start, ROWS_PER_CHUNK)
             if isinstance(piece, pa.ChunkedArray):
                 piece = piece.combine_chunks() if piece.num_chunks else pa.array([], type=leaf.type)
@@ -120,25 +180,10 @@ def encode_value(value: pd.DataFrame | pd.Series) -> tuple[dict[str, Any], dict[
                 piece.validate(full=True)  # what the loader would refuse is never written
             except pa.ArrowInvalid as exc:
                 raise TypeError(f"Arrow data of type {leaf.type} that does not validate ({exc})") from None
-            data = _chunk_ipc(piece)
-            out.append((digest_of(data), data))
-        return out
-
-    total = sum(leaf.nbytes for leaf in leaves)
-    encoded = parallel_map(encode_leaf, leaves) if total >= PARALLEL_BYTES else [encode_leaf(x) for x in leaves]
-    for pieces in encoded:
-        chunks.update(pieces)
-    desc: dict[str, Any] = {
-        "codec": "arrow",
-        "format": FORMAT,
-        "kind": kind,
-        "rows": len(value),
-        "schema": schema_digest,
-        "leaves": [[d for d, _ in pieces] for pieces in encoded],
-        "lengths": [len(leaf) for leaf in leaves],
-        "spec": spec,
-    }
-    return desc, chunks
+            pieces.append(piece)
+        data = _chunk_ipc(pieces)
+        out.append((digest_of(data), data))
+    return out
 
 
 PARALLEL_BYTES = 8 * 1024 * 1024
@@ -170,30 +215,71 @@ def _pool() -> ThreadPoolExecutor:
 # ---------------------------------------------------------------- decoding
 
 
-class _Feed:
-    """Hands out chunk bytes in the order leaves need them, a batch of queries at a time, keeping few."""
+class _Groups:
+    """Decodes chunk groups as their leaves are asked for, a batch of queries at a time, keeping little.
 
-    def __init__(self, leaves: list[list[str]], read: ChunkReader):
-        self.leaves = leaves
+    Each group's chunks are read, checked (field types, full validation, lengths)
+    and split into its leaves; a leaf is handed out once, then forgotten.
+    """
+
+    def __init__(self, desc: Mapping[str, Any], schema: pa.Schema, read: ChunkReader):
         self.read = read
-        self.uses = Counter(d for leaf in leaves for d in leaf)
+        self.groups: list[tuple[int, int, int, list[str]]] = []
+        self.group_of: dict[int, int] = {}
+        for g, (first, count, length, digests) in enumerate(desc["groups"]):
+            first, count, length = int(first), int(count), int(length)
+            if count < 1 or length < 0 or first != sum(c for _, c, _, _ in self.groups):
+                raise ValueError("the descriptor's chunk groups do not tile its leaves")
+            self.groups.append((first, count, length, [str(d) for d in digests]))
+            self.group_of.update((i, g) for i in range(first, first + count))
+        if len(self.group_of) != len(schema):
+            raise ValueError("the descriptor and the schema disagree on the number of leaves")
+        self.schema = schema
+        self.uses = Counter(d for *_, digests in self.groups for d in digests)
         self.held: dict[str, bytes] = {}
+        self.open: dict[int, dict[int, pa.ChunkedArray]] = {}
 
-    def take(self, leaf: int) -> list[bytes]:
-        if any(d not in self.held for d in self.leaves[leaf]):
-            batch = list(dict.fromkeys(self.leaves[leaf]))
-            for later in self.leaves[leaf + 1 :]:
+    def length(self, leaf: int) -> int:
+        return self.groups[self.group_of[leaf]][2]
+
+    def _bytes(self, g: int) -> list[bytes]:
+        digests = self.groups[g][3]
+        if any(d not in self.held for d in digests):
+            batch = list(dict.fromkeys(digests))
+            for *_, later in self.groups[g + 1 :]:
                 if len(batch) >= READ_BATCH:
                     break
                 batch.extend(d for d in later if d not in batch)
             self.held.update(self.read([d for d in batch if d not in self.held]))
         out = []
-        for d in self.leaves[leaf]:
+        for d in digests:
             out.append(self.held[d])
             self.uses[d] -= 1
             if self.uses[d] <= 0:
                 del self.held[d]
         return out
+
+    def leaf(self, i: int) -> pa.ChunkedArray:
+        g = self.group_of[i]
+        if g not in self.open:
+            first, count, length, _ = self.groups[g]
+            types = [self.schema.field(j).type for j in range(first, first + count)]
+            pieces: list[list[pa.Array]] = [[] for _ in range(count)]
+            for data in self._bytes(g):
+                for columns in read_group(data, types):
+                    for k, col in enumerate(columns):
+                        pieces[k].append(col)
+            arrays = {}
+            for k in range(count):
+                arr = pa.chunked_array(pieces[k], type=types[k])
+                if len(arr) != length:
+                    raise ValueError(f"leaf {first + k} holds {len(arr)} values, the descriptor says {length}")
+                arrays[first + k] = arr
+            self.open[g] = arrays
+        arr = self.open[g].pop(i)
+        if not self.open[g]:
+            del self.open[g]
+        return arr
 
 
 def decode_frame(desc: Mapping[str, Any], read: ChunkReader) -> Any:
@@ -201,31 +287,19 @@ def decode_frame(desc: Mapping[str, Any], read: ChunkReader) -> Any:
         return frames_legacy.decode(desc, read, read_ipc)
     if desc.get("format") != FORMAT:
         raise ValueError(f"unknown frame format {desc.get('format')!r}")
-    leaves = [[str(d) for d in leaf] for leaf in desc["leaves"]]
-    lengths = [int(n) for n in desc["lengths"]]
     rows = int(desc["rows"])
     schema = pa.ipc.read_schema(pa.py_buffer(read([desc["schema"]])[desc["schema"]]))
-    if not len(schema) == len(leaves) == len(lengths):
-        raise ValueError("the descriptor and the schema disagree on the number of leaves")
-    feed = _Feed(leaves, read)
-
-    def leaf_of(i: int) -> pa.ChunkedArray:
-        ftype = schema.field(i).type
-        pieces = [p for data in feed.take(i) for p in read_ipc(data, ftype)]
-        arr = pa.chunked_array(pieces, type=ftype)
-        if len(arr) != lengths[i]:
-            raise ValueError(f"leaf {i} holds {len(arr)} values, the descriptor says {lengths[i]}")
-        return arr
-
-    dec = Decoder(leaf_of, lengths.__getitem__)
+    groups = _Groups(desc, schema, read)
+    dec = Decoder(groups.leaf, groups.length)
     spec = desc["spec"]
     kind = desc["kind"]
     if kind == "frame":
         columns = dec.index(spec["columns"])
         index = dec.index(spec["index"], length=rows)
-        if len(spec["data"]) != len(columns):
+        data = _expand(spec["data"], len(columns))
+        if len(data) != len(columns):
             raise ValueError("the frame's columns and data disagree")
-        out: Any = create_dataframe_from_blocks(_blocks(dec, spec["data"], rows), index, columns)
+        out: Any = create_dataframe_from_blocks(_blocks(dec, data, rows), index, columns)
     elif kind == "series":
         index = dec.index(spec["index"], length=rows)
         if len(spec["data"]) != 1:
@@ -249,12 +323,40 @@ def decode_frame(desc: Mapping[str, Any], read: ChunkReader) -> Any:
     return out
 
 
+def _runs(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Numpy columns of one dtype on consecutive leaves as one entry: a wide frame's descriptor stays small."""
+    out: list[dict[str, Any]] = []
+    for spec in specs:
+        last = out[-1] if out else None
+        if (last is not None and spec["t"] == "np" and last["t"] == "np" and last["dtype"] == spec["dtype"]
+                and spec["leaf"] == last["leaf"] + last.get("run", 1)):
+            last["run"] = last.get("run", 1) + 1
+        else:
+            out.append(dict(spec))
+    return out
+
+
+def _expand(specs: Any, most: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for spec in specs:
+        run = spec.get("run", 1) if spec["t"] == "np" else 1
+        if type(run) is not int or not 0 < run <= most - len(out):
+            raise ValueError("a run of columns longer than the frame")
+        if run == 1:
+            out.append(spec)
+        else:
+            out.extend({**spec, "leaf": int(spec["leaf"]) + k} for k in range(run))
+    return out
+
+
 def _blocks(dec: Decoder, specs: list[dict[str, Any]], rows: int) -> list[tuple[Any, np.ndarray]]:
     """pandas blocks: numpy columns of one dtype share one 2D array, filled in place (no second copy)."""
     groups: dict[np.dtype, list[int]] = {}
     blocks: list[tuple[Any, np.ndarray]] = []
     for pos, spec in enumerate(specs):
         if spec.get("t") == "np":
+            if dec.length_of(int(spec["leaf"])) != rows:  # checked before any memory is set aside
+                raise ValueError("a column's length does not match the frame's rows")
             groups.setdefault(safe_np_dtype(spec["dtype"]), []).append(pos)
     for dtype, positions in groups.items():
         block = np.empty((len(positions), rows), dtype=dtype)

@@ -58,15 +58,30 @@ def _with_chunks(desc: dict[str, Any], chunks: dict[str, bytes]) -> Forged:
 
 def _frame_with_leaf(df: pd.DataFrame | pd.Series, leaf_of: Callable[[dict[str, Any]], int], data: bytes,
                      length: int | None = None) -> Forged:
-    """A valid frame descriptor whose leaf is replaced by ``data`` (its digest made to match)."""
+    """A valid frame descriptor whose leaf is replaced by ``data`` (its digest made to match).
+
+    The leaf's chunk group is split so the leaf has a chunk of its own; the other
+    leaves of the group keep their (valid) values in chunks of their own.
+    """
     desc, chunks = frames.encode_value(df)
     i = leaf_of(desc["spec"])
-    for d in desc["leaves"][i]:
-        chunks.pop(d, None)
-    desc["leaves"][i] = [digest_of(data)]
-    chunks[digest_of(data)] = data
-    if length is not None:
-        desc["lengths"][i] = length
+    schema = pa.ipc.read_schema(pa.py_buffer(chunks[desc["schema"]]))
+    groups = []
+    for first, count, size, digests in desc["groups"]:
+        if not first <= i < first + count:
+            groups.append([first, count, size, digests])
+            continue
+        batches = [b for d in digests for b in pa.ipc.open_stream(pa.py_buffer(chunks.pop(d)))]
+        for k in range(count):
+            if first + k == i:
+                groups.append([i, 1, size if length is None else length, [digest_of(data)]])
+                chunks[digest_of(data)] = data
+                continue
+            column = pa.concat_arrays([b.column(k) for b in batches] or [pa.array([], schema.field(first + k).type)])
+            own = _ipc(column)
+            groups.append([first + k, 1, size, [digest_of(own)]])
+            chunks[digest_of(own)] = own
+    desc["groups"] = groups
     return _with_chunks(desc, chunks)
 
 
