@@ -80,6 +80,14 @@ def _attrs_spec(value: Any) -> dict[str, Any]:
     return {"attrs": attrs, "flags": {"allows_duplicate_labels": bool(value.flags.allows_duplicate_labels)}}
 
 
+def _column_arrays(df: pd.DataFrame) -> Any:
+    """The frame's column arrays, without building a Series per column (20,000 columns took seconds)."""
+    fast = getattr(df, "_iter_column_arrays", None)  # pandas-internal; the public way is the fallback
+    if fast is not None:
+        return fast()
+    return (df.iloc[:, i].array for i in range(df.shape[1]))
+
+
 def _part(what: str, fn: Callable[[Any], Any], arg: Any) -> Any:
     try:
         return fn(arg)
@@ -93,8 +101,13 @@ def encode_value(value: pd.DataFrame | pd.Series) -> tuple[dict[str, Any], dict[
     if isinstance(value, pd.DataFrame):
         spec: dict[str, Any] = {"columns": _part("column labels", enc.index, value.columns),
                                 "index": _part("index", enc.index, value.index)}
-        spec["data"] = _runs([_part(f"column {value.columns[i]!r}", enc.array, value.iloc[:, i].array)
-                              for i in range(value.shape[1])])
+        data = []
+        for i, arr in enumerate(_column_arrays(value)):
+            try:
+                data.append(enc.array(arr))
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"its column {value.columns[i]!r} holds {exc}") from None
+        spec["data"] = _runs(data)
         kind = "frame"
     else:
         spec = {"index": _part("index", enc.index, value.index), "data": [_part("data", enc.array, value.array)],
