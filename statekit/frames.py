@@ -16,7 +16,7 @@ import hashlib
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -250,35 +250,64 @@ class _Groups:
         self.schema = schema
         self.uses = Counter(d for *_, digests in self.groups for d in digests)
         self.held: dict[str, bytes] = {}
+        self.bytes_read = 0
         self.open: dict[int, dict[int, pa.ChunkedArray]] = {}
 
     def length(self, leaf: int) -> int:
         return self.groups[self.group_of[leaf]][2]
 
-    def _bytes(self, g: int) -> list[bytes]:
+    def type(self, leaf: int) -> pa.DataType:
+        self.group_of[leaf]  # noqa: B018 - a KeyError for a leaf the descriptor does not have
+        return self.schema.field(leaf).type
+
+    def _stream(self, g: int) -> Iterator[bytes]:
+        """The group's chunks in order, fetched READ_BATCH at a time and forgotten once handed out."""
         digests = self.groups[g][3]
-        if any(d not in self.held for d in digests):
-            batch = list(dict.fromkeys(digests))
-            for *_, later in self.groups[g + 1 :]:
-                if len(batch) >= READ_BATCH:
-                    break
-                batch.extend(d for d in later if d not in batch)
-            self.held.update(self.read([d for d in batch if d not in self.held]))
-        out = []
-        for d in digests:
-            out.append(self.held[d])
+        for at, d in enumerate(digests):
+            if d not in self.held:
+                batch = list(dict.fromkeys(x for x in digests[at : at + READ_BATCH] if x not in self.held))
+                for *_, later in self.groups[g + 1 :]:
+                    if len(batch) >= READ_BATCH:
+                        break
+                    batch.extend(x for x in later if x not in batch and x not in self.held)
+                got = self.read(batch)
+                self.bytes_read += sum(map(len, got.values()))
+                self.held.update(got)
+            data = self.held[d]
             self.uses[d] -= 1
             if self.uses[d] <= 0:
                 del self.held[d]
-        return out
+            yield data
+
+    def _types(self, g: int) -> list[pa.DataType]:
+        first, count, _, _ = self.groups[g]
+        return [self.schema.field(j).type for j in range(first, first + count)]
+
+    def pieces(self, i: int) -> Iterator[pa.Array]:
+        """A leaf's arrays one chunk at a time (a leaf alone in its group is never held whole as Arrow data)."""
+        g = self.group_of[i]
+        first, count, length, _ = self.groups[g]
+        if count > 1 or g in self.open:
+            yield from self.leaf(i).chunks
+            return
+        total = 0
+        types = self._types(g)
+        for data in self._stream(g):
+            for columns in read_group(data, types):
+                total += len(columns[0])
+                if total > length:
+                    raise ValueError(f"leaf {i} holds more values than the descriptor says ({length})")
+                yield columns[0]
+        if total != length:
+            raise ValueError(f"leaf {i} holds {total} values, the descriptor says {length}")
 
     def leaf(self, i: int) -> pa.ChunkedArray:
         g = self.group_of[i]
         if g not in self.open:
             first, count, length, _ = self.groups[g]
-            types = [self.schema.field(j).type for j in range(first, first + count)]
+            types = self._types(g)
             pieces: list[list[pa.Array]] = [[] for _ in range(count)]
-            for data in self._bytes(g):
+            for data in self._stream(g):
                 for columns in read_group(data, types):
                     for k, col in enumerate(columns):
                         pieces[k].append(col)
@@ -303,7 +332,7 @@ def decode_frame(desc: Mapping[str, Any], read: ChunkReader) -> Any:
     rows = int(desc["rows"])
     schema = pa.ipc.read_schema(pa.py_buffer(read([desc["schema"]])[desc["schema"]]))
     groups = _Groups(desc, schema, read)
-    dec = Decoder(groups.leaf, groups.length)
+    dec = Decoder(groups)
     spec = desc["spec"]
     kind = desc["kind"]
     if kind == "frame":
@@ -333,6 +362,8 @@ def decode_frame(desc: Mapping[str, Any], read: ChunkReader) -> Any:
     if type(flags.get("allows_duplicate_labels")) is not bool:
         raise ValueError("bad flags")
     out.flags.allows_duplicate_labels = flags["allows_duplicate_labels"]
+    if groups.bytes_read >= PARALLEL_BYTES:
+        pa.default_memory_pool().release_unused()  # Arrow's allocator keeps the freed pages otherwise
     return out
 
 

@@ -198,28 +198,33 @@ def _hashable(value: Any) -> Any:
 class Decoder:
     """Rebuilds arrays and indexes from specs; ``leaves`` gives a validated leaf by number and type check."""
 
-    def __init__(self, leaf_of: Any, length_of: Any):
-        self.leaf_of = leaf_of  # (i) -> pa.ChunkedArray, validated in full
-        self.length_of = length_of  # (i) -> the leaf's length, from the descriptor
+    def __init__(self, leaves: Any):
+        self.leaves = leaves  # .leaf(i), .pieces(i): validated in full; .length(i), .type(i): from the descriptor
+
+    def length_of(self, i: int) -> int:
+        return int(self.leaves.length(i))
 
     def _leaf(self, i: Any, *types: pa.DataType) -> pa.ChunkedArray:
-        arr = self.leaf_of(int(i))
+        arr = self.leaves.leaf(int(i))
         if types and arr.type not in types:
             raise ValueError(f"leaf {i} is {arr.type}, expected {types[0]}")
         return arr
 
     def numpy(self, spec: dict[str, Any], out: np.ndarray | None = None) -> np.ndarray:
         dtype = safe_np_dtype(spec["dtype"])
-        arr = self._leaf(spec["leaf"], np_arrow_type(dtype))
-        if arr.null_count and dtype.kind not in "mM":
-            raise ValueError("a numpy leaf holds nulls")
+        leaf = int(spec["leaf"])
+        if self.leaves.type(leaf) != np_arrow_type(dtype):
+            raise ValueError(f"leaf {leaf} is {self.leaves.type(leaf)}, expected {np_arrow_type(dtype)}")
+        length = self.length_of(leaf)
         if out is None:
-            out = np.empty(len(arr), dtype=dtype)
-        elif len(out) != len(arr):
+            out = np.empty(length, dtype=dtype)
+        elif len(out) != length:
             raise ValueError("a column's length does not match the frame's rows")
         start = 0
-        for piece in arr.chunks:
+        for piece in self.leaves.pieces(leaf):  # one chunk at a time: never the whole column twice
             n = len(piece)
+            if piece.null_count and dtype.kind not in "mM":
+                raise ValueError("a numpy leaf holds nulls")
             if dtype.kind == "c":
                 flat = piece.flatten().to_numpy(zero_copy_only=False)
                 out[start : start + n] = flat.view(dtype)
