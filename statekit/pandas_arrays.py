@@ -162,8 +162,12 @@ class Encoder:
               frozenset({type(pd.NA)}): "na"}.get(frozenset(na_kinds))
         if na is not None and (kinds == {str} or kinds == {bytes} or not kinds):
             binary = kinds == {bytes}
-            leaf = pa.array(values, type=pa.large_binary() if binary else pa.large_string(), from_pandas=True)
-            return {"t": "objstr", "na": na, "binary": binary, "leaf": self.leaf(leaf)}
+            try:
+                leaf = pa.array(values, type=pa.large_binary() if binary else pa.large_string(), from_pandas=True)
+            except (UnicodeError, pa.ArrowException):
+                pass  # e.g. a lone surrogate, which is not UTF-8: the tagged JSON below keeps it
+            else:
+                return {"t": "objstr", "na": na, "binary": binary, "leaf": self.leaf(leaf)}
         texts = []
         for v in values:
             try:

@@ -403,6 +403,8 @@ NAMED: dict[str, Any] = {
     "fixed_offset_tz": pd.DataFrame({"t": pd.date_range("2024", periods=2, tz=dt.timezone(dt.timedelta(hours=2)))}),
     "zoneinfo_tz": pd.DataFrame({"t": pd.date_range("2024", periods=2, tz=zoneinfo.ZoneInfo("Europe/Paris"))}),
 }
+NAMED["surrogates"] = pd.DataFrame({"s": pd.Series(np.array(["a\ud800", None], dtype=object), dtype=object)})
+NAMED["surrogates"].index = pd.Index(["x\udfff", "y"], dtype=object)
 NAMED["attrs"] = pd.DataFrame({"a": [1]})
 NAMED["attrs"].attrs.update({"source": "x", 1: (2, 3)})
 NAMED["series_attrs"] = pd.Series([1.5], name=7)
