@@ -8,8 +8,9 @@ item, before anything is written.
   stored inline in ``state_data``, readable from SQL; large ones go to chunks;
 - other simple values (tuples, sets, bytes, dates, Decimals, NaN, numpy
   scalars, dicts with non-str keys...) use a tagged JSON (``xjson``);
-- DataFrames and Series go to Arrow IPC, one blob per column per 65,536 rows,
-  so an appended row or a changed column stores only the chunks that changed;
+- DataFrames and Series go to Arrow IPC chunks described by an exact spec
+  (:mod:`statekit.frames`), so an appended row or a changed column stores only
+  the chunks that changed;
 - ndarrays go to ``.npy`` (never with pickle), cut into 8 MiB chunks;
 - anything else is pickled only when the caller allows it, and signed.
 

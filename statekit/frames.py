@@ -1,13 +1,18 @@
 """DataFrames and Series as Arrow IPC chunks plus a JSON spec (format 2).
 
 A value is described by a spec (see :mod:`statekit.pandas_arrays`) whose leaves
-are Arrow arrays. Each leaf is cut at fixed row boundaries (65,536 rows), so an
-appended row or a changed column yields new chunks only where something
-changed; content addressing then stores nothing else. Chunks are LZ4-compressed.
+are Arrow arrays. Consecutive leaves of one length are packed into groups of
+about GROUP_BYTES (cut by type and length, never by value), and each group is
+cut at fixed row boundaries (65,536 rows): a changed cell or an appended row
+yields new chunks only where something changed, and content addressing stores
+nothing else. A wide frame is a few chunks, not one per column. Chunks are
+LZ4-compressed.
 
-Everything read back is treated as hostile: each chunk must hold exactly one
-field of the type the stored schema gives its leaf, pass Arrow's full
-validation and have the length the descriptor says, before pandas sees it.
+Everything read back is treated as hostile: each chunk must hold exactly the
+fields the stored schema gives its leaves, pass Arrow's full validation and
+have the length the descriptor says, before pandas sees it. Loading fills
+pandas' blocks one chunk at a time, so a frame is never held twice. Frames
+written before format 2 are read by :mod:`statekit.frames_legacy`.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import pyarrow as pa
 from pandas.api.internals import create_dataframe_from_blocks
 
 from . import frames_legacy, tagged_json
-from .pandas_arrays import Decoder, Encoder, _label, safe_np_dtype
+from .pandas_arrays import Decoder, Encoder, label, safe_np_dtype
 
 ROWS_PER_CHUNK = 65_536
 FORMAT = 2
@@ -111,7 +116,7 @@ def encode_value(value: pd.DataFrame | pd.Series) -> tuple[dict[str, Any], dict[
         kind = "frame"
     else:
         spec = {"index": _part("index", enc.index, value.index), "data": [_part("data", enc.array, value.array)],
-                "name": _part("name", _label, value.name)}
+                "name": _part("name", label, value.name)}
         kind = "series"
     spec.update(_attrs_spec(value))
     leaves = enc.leaves

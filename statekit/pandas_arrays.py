@@ -89,12 +89,12 @@ class Encoder:
 
     def index(self, idx: pd.Index) -> dict[str, Any]:
         if type(idx) is pd.RangeIndex:
-            return {"t": "range", "start": idx.start, "stop": idx.stop, "step": idx.step, "name": _label(idx.name)}
+            return {"t": "range", "start": idx.start, "stop": idx.stop, "step": idx.step, "name": label(idx.name)}
         if isinstance(idx, pd.MultiIndex):
             return {"t": "multi", "levels": [self.index(level) for level in idx.levels],
                     "codes": [self.numpy(np.asarray(c)) for c in idx.codes],
-                    "names": [_label(n) for n in idx.names]}
-        return {"t": "index", "array": self.array(idx.array), "name": _label(idx.name), "freq": _freq_spec(idx),
+                    "names": [label(n) for n in idx.names]}
+        return {"t": "index", "array": self.array(idx.array), "name": label(idx.name), "freq": _freq_spec(idx),
                 "cls": type(idx).__name__}
 
     # ------------------------------------------------------------ arrays
@@ -182,7 +182,7 @@ MASKED = {pd.Int8Dtype(), pd.Int16Dtype(), pd.Int32Dtype(), pd.Int64Dtype(), pd.
 _MASKED_BY_NAME = {str(d): d for d in MASKED}
 
 
-def _label(value: Any) -> Any:
+def label(value: Any) -> Any:
     """A label or name in tagged JSON; refuse what cannot be stored exactly."""
     try:
         return tagged_json.encode(value)
