@@ -73,8 +73,8 @@ def set_json_column(sm: StateManager, column: str, sid: str, text: str) -> None:
 def chunk_of(sm: StateManager, sid: str, name: str) -> str:
     """A chunk digest that only this snapshot uses: the first column chunk of a frame, or an array's first chunk."""
     desc = json.loads(text_column(sm, "items", sid))[name]
-    if desc["codec"] == "arrow":  # format 2 lists data leaves last; format 1 one list per column
-        return desc["leaves"][-1][0] if "leaves" in desc else desc["columns"][0][0]
+    if desc["codec"] == "arrow":  # format 2: chunk groups, the data's last; format 1: one list per column
+        return desc["groups"][-1][3][0] if "groups" in desc else desc["columns"][0][0]
     return desc["chunks"][0]
 
 
