@@ -142,6 +142,7 @@ def _want(value: Any, *types: type) -> Any:
 
 
 _UNITS = ("s", "ms", "us", "ns")
+_NP_PAYLOAD: dict[str, tuple[type, ...]] = {"b": (bool,), "i": (int,), "u": (int,), "f": (float, int), "c": (complex,)}
 
 
 def _decode(v: Any, depth: int) -> Any:
@@ -217,7 +218,9 @@ def _decode(v: Any, depth: int) -> Any:
             raise ValueError(f"unexpected numpy dtype {v['dtype']!r}")
         if dtype.kind in "mM":  # stored as the int64 count of its unit (NaT included)
             return np.array(_want(p, int), dtype=np.int64).view(dtype)[()]
-        return dtype.type(_decode(p, depth + 1))
+        value = _decode(p, depth + 1)
+        _want(value, *_NP_PAYLOAD[dtype.kind])
+        return dtype.type(value)
     if tag == "np_long":
         dtype = np.dtype(_want(v["dtype"], str))
         if dtype.kind not in "fc" or dtype.itemsize <= (8 if dtype.kind == "f" else 16):
