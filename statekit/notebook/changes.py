@@ -116,18 +116,28 @@ def frames_equal(cur: Any, ref: Any) -> bool:
         if type(cur) is not type(ref) or cur.shape != ref.shape:
             return False
         for a, b in zip(cur.axes, ref.axes, strict=True):
-            if type(a) is not type(b) or a.dtype != b.dtype or list(a.names) != list(b.names) or not a.equals(b):
+            if type(a) is not type(b) or not _same_dtype(a.dtype, b.dtype) or list(a.names) != list(b.names) \
+                    or not a.equals(b):
                 return False
         if isinstance(cur, pd.Series):
-            if cur.dtype != ref.dtype or not bool(cur.name == ref.name):
+            if not _same_dtype(cur.dtype, ref.dtype) or not bool(cur.name == ref.name):
                 return False
-        elif not cur.dtypes.equals(ref.dtypes):
+        elif not all(_same_dtype(a, b) for a, b in zip(cur.dtypes, ref.dtypes, strict=True)):
             return False
         if cur.flags.allows_duplicate_labels != ref.flags.allows_duplicate_labels or not _same_attrs(cur, ref):
             return False
         return bool(cur.equals(ref))
     except Exception:  # noqa: BLE001 - anything odd counts as changed
         return False
+
+
+def _same_dtype(a: Any, b: Any) -> bool:
+    """Equal dtypes as the store encodes them: unordered categoricals equal, whatever their order, are not."""
+    if a != b:
+        return False
+    if isinstance(a, pd.CategoricalDtype):
+        return a.ordered == b.ordered and a.categories.dtype == b.categories.dtype and a.categories.equals(b.categories)
+    return True
 
 
 def _same_attrs(cur: Any, ref: Any) -> bool:
