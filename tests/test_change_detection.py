@@ -24,7 +24,7 @@ from statekit.magics import StateMagics
 from tests import shells
 
 ENTITY = "nb"
-LARGE, SMALL = 150_000, 300  # LARGE x 2 random floats: ~2.4 MB, above the memo's 1 MiB
+LARGE, SMALL = 80_000, 300  # LARGE x 2 random floats (1.3 MB) and 3 x LARGE for ser: above the memo's 1 MiB
 
 SETUP = """\
 import numpy as np, pandas as pd
@@ -33,7 +33,7 @@ arr = rng.random(({n}, 2))
 df = pd.DataFrame(arr, columns=["a", "b"], copy={copy})
 df["n"] = np.arange({n})
 df.loc[::97, "b"] = np.nan
-sarr = rng.random(2 * {n})
+sarr = rng.random(3 * {n})
 ser = pd.Series(sarr, copy={copy}, name="s")
 ser.iloc[::89] = np.nan
 """
@@ -144,8 +144,22 @@ def _assert_same(got: Any, want: Any) -> None:
 @pytest.mark.parametrize(("n", "shared"), [(LARGE, False), (LARGE, True), (SMALL, False)],
                          ids=["large-private", "large-shared", "small"])
 @pytest.mark.parametrize(("name", "var", "prepare", "mutate"), MUTATIONS, ids=[m[0] for m in MUTATIONS])
-def test_save_stores_every_change(sm: StateManager, name: str, var: str, prepare: str, mutate: str,
+def test_save_stores_every_change(sqlite_url: str, name: str, var: str, prepare: str, mutate: str,
                                   n: int, shared: bool) -> None:
+    _save_mutated(StateManager(sqlite_url), name, var, prepare, mutate, n, shared)
+
+
+BACKEND_SAMPLE = [m for m in MUTATIONS if m[0] in ("original-array", "series-array-write", "attrs-set", "index-name",
+                                                     "loc", "original-array-series")]
+
+
+@pytest.mark.parametrize(("name", "var", "prepare", "mutate"), BACKEND_SAMPLE, ids=[m[0] for m in BACKEND_SAMPLE])
+def test_save_stores_changes_on_every_backend(sm: StateManager, name: str, var: str, prepare: str,
+                                              mutate: str) -> None:
+    _save_mutated(sm, name, var, prepare, mutate, LARGE, True)
+
+
+def _save_mutated(sm: StateManager, name: str, var: str, prepare: str, mutate: str, n: int, shared: bool) -> None:
     ns: dict[str, Any] = {}
     exec(_setup(n, shared), ns)  # noqa: S102
     _run(ns, prepare)
@@ -165,11 +179,11 @@ def test_untouched_large_frame_costs_no_new_bytes(sm: StateManager) -> None:
         ns: dict[str, Any] = {}
         exec(_setup(LARGE, shared), ns)  # noqa: S102
         entity = f"u{shared}"
-        sm.save(entity, {"df": ns["df"]})
+        sm.save(entity, {"df": ns["df"], "ser": ns["ser"]})
         hits = sm.metrics()["frame_memo_hits"]
-        ns["df"]["a"].sum(), ns["df"].describe(), ns["df"].to_numpy()  # reading is not changing
-        again = sm.save(entity, {"df": ns["df"]})
-        assert again.new_bytes < 200 and sm.metrics()["frame_memo_hits"] == hits + 1
+        ns["df"]["a"].sum(), ns["df"].describe(), ns["df"].to_numpy(), ns["ser"].mean()  # reading is not changing
+        again = sm.save(entity, {"df": ns["df"], "ser": ns["ser"]})
+        assert again.new_bytes < 200 and sm.metrics()["frame_memo_hits"] == hits + 2
 
 
 # ---------------------------------------------------------------- through %state auto on
