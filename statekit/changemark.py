@@ -150,17 +150,43 @@ def _hold(objs: dict[int, Any], expected: Counter[int], obj: Any) -> bool:
     return new
 
 
-def _inventory(obj: Any) -> tuple[dict[int, Any], Counter[int]] | None:
-    """Every array (and extension array) over the frame's data, with the references pandas
+def _tracked(obj: Any, with_axes: bool) -> Iterator[tuple[Any, Any]]:
+    """(holder, array) for what pandas' reference tracking knows shares the value's memory:
+    every live block sharing a block's memory; with ``with_axes``, every flat index, the
+    indexes and blocks sharing its memory, and the array its lookup engine keeps."""
+    for blk in obj._mgr.blocks:  # noqa: SLF001 - see module docstring
+        for ref in blk.refs.referenced_blocks:
+            other = ref()
+            if other is not None:
+                yield other, other.values
+    if not with_axes:
+        return
+    for axis in obj.axes:
+        if isinstance(axis, (pd.RangeIndex, pd.MultiIndex)):
+            continue
+        family = [r() for r in axis._references.referenced_blocks] if axis._references is not None else []  # noqa: SLF001
+        engines: set[int] = set()
+        for other in [axis, *(o for o in family if o is not None and o is not axis)]:
+            if isinstance(other, pd.Index):
+                yield other, other._data  # noqa: SLF001 - the Index's array
+                engine = other._cache.get("_engine")  # noqa: SLF001 - views of an index share their cache
+                values = getattr(engine, "values", None)
+                if isinstance(values, np.ndarray) and id(engine) not in engines:
+                    engines.add(id(engine))
+                    yield engine, values
+            else:
+                yield other, other.values
+
+
+def _inventory(obj: Any, with_axes: bool) -> tuple[dict[int, Any], Counter[int]] | None:
+    """Every array (and extension array) over the value's data, with the references pandas
     accounts for; None when some memory comes from somewhere we cannot follow."""
     objs: dict[int, Any] = {}
     expected: Counter[int] = Counter()
     containers: list[Any] = []
-    for blk in obj._mgr.blocks:  # noqa: SLF001 - see module docstring
-        for ref in blk.refs.referenced_blocks:
-            other = ref()
-            if other is not None and _hold(objs, expected, other.values):
-                containers.append(other.values)
+    for _holder, values in _tracked(obj, with_axes):
+        if _hold(objs, expected, values):
+            containers.append(values)
     while containers:
         item = containers.pop()
         if isinstance(item, np.ndarray):
@@ -262,18 +288,21 @@ def _seal(objs: dict[int, Any]) -> list[int] | None:
     return [id(a) for a in arrays]
 
 
-def _block_arrays(guard: Any) -> Iterator[np.ndarray]:
-    """The numpy arrays of every live block sharing memory with the guard's (pandas tracks them)."""
-    for blk in guard._mgr.blocks:  # noqa: SLF001 - see module docstring
-        for ref in blk.refs.referenced_blocks:
-            other = ref()
-            if other is None:
-                continue
-            values = other.values
-            if isinstance(values, np.ndarray):
-                yield values
-            else:
-                yield from (part for _h, _a, part in _ea_leaves(values) if isinstance(part, np.ndarray))
+def _tracked_arrays(guard: Any) -> Iterator[np.ndarray]:
+    """The numpy arrays of every live block and index sharing memory with the guard's."""
+    todo = [values for _holder, values in _tracked(guard, True)]
+    while todo:
+        values = todo.pop()
+        if isinstance(values, np.ndarray):
+            yield values
+        else:
+            todo.extend(part for _h, _a, part in _ea_leaves(values))
+
+
+def _owner(arr: np.ndarray) -> np.ndarray:
+    while isinstance(arr.base, np.ndarray):
+        arr = arr.base
+    return arr
 
 
 def _unseal(ids: list[int], guard: Any) -> None:
@@ -293,10 +322,11 @@ def _unseal(ids: list[int], guard: Any) -> None:
         for arr in sorted(restore, key=_depth):  # owners first, so their views may follow
             with contextlib.suppress(ValueError):  # stays read-only: pandas copies it before writing
                 _make_writeable(arr, ours=True)
-        if restore:
-            for arr in sorted(_block_arrays(guard), key=_depth):
-                if not arr.flags.writeable and id(arr) not in _SEALED:
-                    with contextlib.suppress(ValueError):  # its memory is read-only for another reason
+        restored = {id(a) for a in restore}
+        if restored:  # views pandas made of that memory while it was sealed were born read-only
+            for arr in sorted(_tracked_arrays(guard), key=_depth):
+                if not arr.flags.writeable and id(arr) not in _SEALED and id(_owner(arr)) in restored:
+                    with contextlib.suppress(ValueError):
                         _make_writeable(arr, ours=False)
 
 
@@ -372,9 +402,14 @@ def take(obj: Any) -> Mark | None:
         return None
     try:
         guard = obj.copy(deep=False)
-        inventory = _inventory(obj)
-        sealed = _seal(inventory[0]) if inventory is not None and _private(*inventory) else None
-        del inventory  # before _structure: its references would count as outside ones
+        sealed = None
+        for with_axes in (True, False):  # the index's memory too if we can, else the blocks' alone
+            inventory = _inventory(obj, with_axes)
+            if inventory is not None and _private(*inventory):
+                sealed = _seal(inventory[0])
+            del inventory  # its references would count as outside ones
+            if sealed is not None:
+                break
         key, leaves = _structure(obj)
     except Exception:  # noqa: BLE001 - an unusual value is simply not marked
         return None

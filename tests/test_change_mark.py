@@ -207,3 +207,34 @@ def test_a_pickled_round_trip_is_a_new_unchanged_frame() -> None:
     twin = pickle.loads(pickle.dumps(df))
     assert mark is not None and not mark.unchanged(twin)  # another object: no identity claim
     assert mark.intact()
+
+
+def test_an_index_pandas_owns_is_sealed_too() -> None:
+    df = pd.DataFrame({"a": np.arange(100.0)}, index=pd.date_range("2024-01-01", periods=100, freq="h"))
+    df.index.get_loc(df.index[3])  # the lookup engine keeps the index's array too
+    mark = changemark.take(df)
+    assert mark is not None and mark.sealed
+    with pytest.raises(ValueError, match="WRITEABLE"):
+        np.asarray(df.index).flags.writeable = True  # without the seal, a write through it changes the index
+    assert mark.unchanged(df)
+    del mark
+    gc.collect()
+    view = np.asarray(df.index)
+    view.flags.writeable = True  # released: pandas' own (unsafe) behaviour again
+    assert df.index._data._ndarray.flags.writeable  # noqa: SLF001
+
+
+def test_blocks_derived_from_sealed_memory_are_writeable_after_release() -> None:
+    df = frame()
+    mark = changemark.take(df)
+    keyed = df.set_index("n")  # derived while sealed: shares memory, born read-only
+    part = df[["a", "b"]]
+    col = df["a"]
+    del mark
+    gc.collect()
+    del df
+    gc.collect()
+    keyed.iloc[0, 0] = 1.0
+    part.iloc[0, 1] = 2.0
+    col.iloc[0] = 3.0
+    assert keyed.iloc[0, 0] == 1.0 and part.iloc[0, 1] == 2.0 and col.iloc[0] == 3.0
