@@ -100,7 +100,8 @@ def _leaves(values: Any, out: list[Any], key: list[Any]) -> None:
 
 
 def _name_key(names: Any) -> tuple[Any, ...]:
-    return tuple((type(n).__name__, n) for n in names)
+    """Names compared by value; a NaN name equals itself here (else the frame would never be unchanged)."""
+    return tuple((type(n).__name__, "<nan>" if isinstance(n, float) and n != n else n) for n in names)
 
 
 def _index_leaves(index: pd.Index, out: list[Any], key: list[Any]) -> None:
@@ -121,7 +122,7 @@ def _structure(obj: Any) -> tuple[tuple[Any, ...], list[Any]]:
     out: list[Any] = []
     key: list[Any] = [type(obj).__name__, obj.shape, _attrs_key(obj), obj.flags.allows_duplicate_labels]
     if isinstance(obj, pd.Series):
-        key.append(("name", type(obj.name).__name__, obj.name))
+        key.append(("name", _name_key([obj.name])))
     for blk in obj._mgr.blocks:  # noqa: SLF001 - the block arrays; there is no public equivalent
         key.append(("blk", blk.mgr_locs.as_array.tobytes(), str(blk.dtype)))
         _leaves(blk.values, out, key)
