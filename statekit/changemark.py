@@ -1,39 +1,28 @@
-"""The change mark: proof that a DataFrame or Series is unchanged since a moment, or no claim at all.
+"""The change mark: proof that a DataFrame or Series is unchanged since a moment, or no claim.
 
-Used by the store's frame memo (:mod:`statekit.memo`) and by the notebook's change
-tracker (:mod:`statekit.notebook.changes`); each keeps its own policy, this module
-only answers "is it provably the same as when marked?".
+Shared by the frame memo (:mod:`statekit.memo`) and the notebook's change tracker
+(:mod:`statekit.notebook.changes`), each keeping its own policy. Block identity under
+copy-on-write is not enough: pandas only protects the writes it makes itself, not
+writes through the ndarray a ``copy=False`` frame was built on, ``Series.array``, a
+view made writeable again, nor ``attrs`` / ``index.name`` changed in place. A mark is:
 
-Why not just compare block identities under copy-on-write: pandas only protects
-writes it makes itself. A frame built with ``copy=False`` over an ndarray the user
-still holds, ``Series.array`` (a writeable view), a view made writeable again, or
-``df.attrs`` / ``df.index.name`` changed in place all change a frame without
-replacing a block. So a mark is:
+- a **structure key**: type, shape, each block's arrays (address, shape, strides,
+  dtype), the axes (their arrays, names), the Series name, ``attrs`` (a digest of its
+  pickle) and ``flags``;
+- for each numpy array holding data, a proof: **sealed** when pandas' reference
+  tracking explains every Python reference to it and to the arrays its memory comes
+  from (``sys.getrefcount`` against tracked blocks and indexes, base links and our
+  registry): we make those arrays read-only while the mark lives, so no later view
+  can be made writeable, and pandas, seeing the mark's shallow copy (the *guard*),
+  copies a block before writing it; a check is a flag read. Otherwise **hashed**
+  (memory an array the user holds shares, a foreign buffer, object dtype,
+  categories): a sha256 of its bytes (or pickle), recomputed at each check.
 
-- a **structure key**: type, shape, every block's arrays (address, shape, strides,
-  dtype), axes (labels' arrays, names), the Series name, ``attrs`` (a digest of its
-  pickle) and ``flags``; any change there is a change;
-- for every numpy array holding the data (blocks, index, columns, categories), one of:
-
-  - **sealed**: pandas' reference tracking explains every Python reference to the
-    array and to the arrays its memory comes from (``sys.getrefcount`` against the
-    blocks in the frame's ``refs``, base links and our own registry), so no
-    outside array or buffer can reach that memory. We then make those arrays
-    read-only while the mark lives: any later numpy view is read-only and cannot
-    be made writeable again, and pandas, seeing the mark's shallow copy (the
-    *guard*), copies a block before writing it. Checking costs a flag read.
-  - **hashed**: anything we cannot prove private (memory from an array the user
-    holds, a foreign buffer, object dtype, an unknown extension array): a sha256 of
-    its bytes (or of its pickle), recomputed at each check.
-
-Arrow-backed arrays are immutable through pyarrow; their buffers' addresses are
-part of the key (the guard keeps them alive, so an address cannot be reused).
-Limits: writes through raw pointers (ctypes, C code ignoring numpy's flags), or
-through an array fetched with ``.base`` whose WRITEABLE flag is flipped on, written
-and flipped off again before the check, are not seen; Arrow buffers built
-zero-copy over a numpy array the user still writes to are trusted.
-
-When the last mark sealing an array is released, the array's flag is restored.
+Arrow arrays are immutable through pyarrow: their buffer addresses are in the key (the
+guard keeps them alive). Not seen: raw-pointer writes (ctypes, C code ignoring numpy's
+flags), an owner fetched with ``.base``, flipped writeable, written and flipped back
+before the check, and Arrow buffers built zero-copy over a numpy array the user writes.
+Releasing the last mark on an array restores its flag, and that of views pandas made meanwhile.
 """
 
 from __future__ import annotations
