@@ -255,8 +255,8 @@ def _last_message(ip: InteractiveShell) -> str:
 @pytest.mark.parametrize(("setup", "cell", "expected"), [
     ("a = 1", "b = 1", "auto: b (new)"),
     ("a = [1, 2, 3]", "b = a", "auto: b (new)"),
-    ("import numpy as np\narrays = [np.zeros(100_000), np.ones(100_000)]\nlast = arrays[0]",
-     "for last in arrays:\n    pass", "auto: last (changed)"),
+    ("import numpy as np\nfirst, second = np.zeros(100_000), np.ones(100_000)\narrays = [first, second]",
+     "for item in arrays:\n    pass", "auto: item (new)"),  # the loop variable ends on second
     ("import numpy as np\nbig = np.zeros(300_000)", "alias = big", "auto: alias (new)"),
     ("import pandas as pd\ndf = pd.DataFrame({'a': range(10)})", "df2 = df", "auto: df2 (new)"),
 ])
