@@ -10,17 +10,15 @@ A :class:`Baseline` says "the namespace matched version N of this entity for
 these names". For each name it keeps an :class:`Entry`: the object itself
 (held, so its ``id`` cannot be reused by a new object) and a mark of its content:
 
-- **DataFrame / Series**: the identities of the arrays behind its blocks and of
-  its axes, the axis names, plus a zero-copy ``copy(deep=False)`` of it. Holding
-  that shallow copy is the trick: under pandas' copy-on-write (the only mode
-  since pandas 3), a write into a frame that shares its data makes pandas copy
-  the written block first, so any in-place change (``df.loc[i, c] = v``,
-  ``df["c"] += 1``, ``df.drop(..., inplace=True)``) replaces a block array and
-  the mark no longer matches. Checking a frame costs O(number of blocks),
-  whatever its size; a frame is never hashed to find out that it did not change.
-  When the mark differs, the frame is compared with the shallow copy
-  (``equals``: vectorised, about 10 ms per 100 MB) so that rewriting the same
-  values, or a consolidation pandas did on its own, is not a change.
+- **DataFrame / Series**: a :class:`statekit.changemark.Mark`: the frame's
+  structure (blocks, axes, names, attrs, flags) and a proof that its memory was
+  not written since: sealed (read-only at the numpy level while tracked, so
+  checking costs microseconds whatever the size) or, when something outside
+  pandas may reach that memory, a sha256 of it. When the mark differs, the frame
+  is compared with the mark's shallow copy (``equals``: vectorised, about 10 ms
+  per 100 MB), provided that copy is intact, so that rewriting the same values,
+  or a consolidation pandas did on its own, is not a change. A frame that cannot
+  be marked is tracked like any other value.
 - **ndarray**: a sha256 of its bytes (no copy when it is contiguous).
 - **anything else**: a sha256 of its pickle (C speed; the pickle is not kept).
   Values that cannot be pickled are tracked by identity only.
@@ -39,7 +37,9 @@ After each cell the tracker checks every data variable:
 Costs (2-core machine, SQLite; the hook timed around IPython's post_run_cell
 with a 104 MB DataFrame and a 104 MB ndarray in the namespace): a cell that
 does not mention them and changes nothing, 0.04 ms, with no database round
-trip; a cell that reads the frame (``big["c0"].mean()``), 0.15 ms, because
+trip (one sealed frame check: about 0.1 ms per 100 MB frame, measured with
+``timeit`` of :func:`check`; a frame whose memory is shared with an array you
+hold is hashed instead, about 0.2-0.3 s per 100 MB per cell); a cell that reads the frame (``big["c0"].mean()``), 0.15 ms, because
 reads never replace blocks; a cell that mentions the ndarray, one sha256 of it
 (64 ms); a cell that writes one value into the frame makes pandas copy the
 written block once (about 12 ms per 100 MB), then costs the save itself
@@ -50,14 +50,14 @@ without auto-checkpoint holds up to twice its memory until the next save.
 Without auto-checkpoint, the baseline lets go of deleted and rebound
 variables after each cell (:func:`prune`), so ``del df`` frees its memory.
 
-A variable bound to the same object as a changed one (``b = a``) is changed too.
+A variable bound to the same object as one whose content changed is changed too;
+a new name bound to an object another name holds (``b = a``, a loop variable) is
+new, and the other name is saved again only if that object's content changed.
 
 Limits: an in-place change to a large value that is neither a frame nor small,
 made through code the cell's text does not name (a method of some other
 object, a container holding it) is not seen until a cell mentions it; an
 explicit ``%state save`` looks inside every value and always sees it.
-``df.attrs``, ``Series.flags`` and Python objects held in object-dtype cells
-(stored only with pickle) are not tracked.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .. import changemark
 
 SMALL = 64 * 1024
 """Values up to this size (bytes) are re-checked after every cell, whatever the cell mentions."""
@@ -110,58 +112,52 @@ class Baseline:
 # ---------------------------------------------------------------- marks
 
 
-def frame_mark(obj: pd.DataFrame | pd.Series) -> tuple[Any, ...]:
-    """Identities of the block arrays and axes, plus the axis (and Series) names."""
-    try:
-        blocks: tuple[Any, ...] | None = tuple(b.values for b in obj._mgr.blocks)  # noqa: SLF001 - see docstring
-    except AttributeError:  # a pandas without block managers: always fall back to equals()
-        blocks = None
-    axes = tuple(obj.axes)
-    names = tuple(tuple(ax.names) for ax in axes)
-    return blocks, axes, names, getattr(obj, "name", None) if isinstance(obj, pd.Series) else None
-
-
-def _same_mark(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    if a[0] is None or b[0] is None or len(a[0]) != len(b[0]) or len(a[1]) != len(b[1]):
-        return False
-    if not all(x is y for x, y in zip(a[0], b[0], strict=True)):
-        return False
-    if not all(x is y for x, y in zip(a[1], b[1], strict=True)):
-        return False
-    try:
-        return bool(a[2] == b[2]) and bool(a[3] == b[3])
-    except Exception:  # noqa: BLE001 - names whose == is odd
-        return False
-
-
 def frames_equal(cur: Any, ref: Any) -> bool:
     """Same type, dtypes, axes (values, dtypes, names) and values: what the store would encode alike."""
     try:
         if type(cur) is not type(ref) or cur.shape != ref.shape:
             return False
         for a, b in zip(cur.axes, ref.axes, strict=True):
-            if type(a) is not type(b) or a.dtype != b.dtype or list(a.names) != list(b.names) or not a.equals(b):
+            if type(a) is not type(b) or not _same_dtype(a.dtype, b.dtype) or list(a.names) != list(b.names) \
+                    or not a.equals(b):
                 return False
         if isinstance(cur, pd.Series):
-            if cur.dtype != ref.dtype or not bool(cur.name == ref.name):
+            if not _same_dtype(cur.dtype, ref.dtype) or not bool(cur.name == ref.name):
                 return False
-        elif not cur.dtypes.equals(ref.dtypes):
+        elif not all(_same_dtype(a, b) for a, b in zip(cur.dtypes, ref.dtypes, strict=True)):
+            return False
+        if cur.flags.allows_duplicate_labels != ref.flags.allows_duplicate_labels or not _same_attrs(cur, ref):
             return False
         return bool(cur.equals(ref))
     except Exception:  # noqa: BLE001 - anything odd counts as changed
         return False
 
 
+def _same_dtype(a: Any, b: Any) -> bool:
+    """Equal dtypes as the store encodes them: unordered categoricals equal, whatever their order, are not."""
+    if a != b:
+        return False
+    if isinstance(a, pd.CategoricalDtype):
+        return a.ordered == b.ordered and a.categories.dtype == b.categories.dtype and a.categories.equals(b.categories)
+    return True
+
+
+def _same_attrs(cur: Any, ref: Any) -> bool:
+    if not cur.attrs and not ref.attrs:
+        return True
+    return pickle.dumps(cur.attrs, protocol=5) == pickle.dumps(ref.attrs, protocol=5)
+
+
 def array_digest(arr: np.ndarray) -> str:
-    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
-    h.update(np.ascontiguousarray(arr).view(np.uint8).data)  # uint8: datetime64 has no buffer format
-    return h.hexdigest()
+    return changemark.digest(arr)
 
 
 def make_entry(value: Any) -> Entry:
     """Record ``value`` as it is now."""
     if isinstance(value, (pd.DataFrame, pd.Series)):
-        return Entry(value, "frame", frame_mark(value), value.copy(deep=False), 0)
+        mark = changemark.take(value)
+        if mark is not None:
+            return Entry(value, "frame", mark, mark.guard, 0)
     if type(value) is np.ndarray and not value.dtype.hasobject:
         return Entry(value, "array", array_digest(value), None, int(value.nbytes))
     try:
@@ -190,9 +186,9 @@ def check(entry: Entry | None, value: Any, look_inside: bool) -> tuple[bool, Ent
     if entry.kind == "frame":
         if not isinstance(value, (pd.DataFrame, pd.Series)):
             return True, None
-        if value is entry.obj and _same_mark(frame_mark(value), entry.mark):
+        if value is entry.obj and entry.mark.unchanged(value):
             return False, None
-        if frames_equal(value, entry.ref):
+        if entry.mark.intact() and frames_equal(value, entry.ref):
             return False, make_entry(value)
         return True, None
     if value is entry.obj and (entry.kind == "opaque" or (not look_inside and entry.size > SMALL)):
@@ -201,6 +197,20 @@ def check(entry: Entry | None, value: Any, look_inside: bool) -> tuple[bool, Ent
     if fresh.kind == "opaque" or fresh.kind != entry.kind:
         return True, None
     return fresh.mark != entry.mark, fresh
+
+
+def aliases_changed(unchanged: Mapping[str, Any], saved: Mapping[str, Any], baseline: Baseline) -> list[str]:
+    """The names in ``unchanged`` to save after all: bound to the same object as a saved name,
+    and that object's content changed. A saved name that is the same object as its baseline
+    changed in place; a new or rebound name proves nothing, so the other name is looked into."""
+    entries = baseline.entries
+    in_place = {id(v) for n, v in saved.items() if (e := entries.get(n)) is not None and e.obj is v}
+    saved_ids = {id(v) for v in saved.values()}
+    found = []
+    for n, v in unchanged.items():
+        if id(v) in in_place or (id(v) in saved_ids and check(entries.get(n), v, True)[0]):
+            found.append(n)
+    return found
 
 
 # ---------------------------------------------------------------- what a cell touches

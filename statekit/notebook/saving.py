@@ -31,7 +31,7 @@ from IPython.core.error import UsageError
 
 from ..errors import ConflictError, NotFoundError, UnserializableError
 from ..formatting import human_bytes
-from .changes import Baseline, Entry, check, make_entry
+from .changes import Baseline, Entry, aliases_changed, check, make_entry
 from .namespace import approx_size, code_kind, describe_type, user_variables
 from .progress import CountingState, Progress
 
@@ -161,9 +161,8 @@ def _plan(magics: StateMagics, request: SaveRequest, *, valid: bool) -> _Plan:
             unchanged.append(n)
         elif request.mode != "cell" or n in request.assigned or valid:
             to_save[n] = value  # (a cell's mentioned-only names are saved only when known to have changed)
-    changed_objects = {id(v) for v in to_save.values()}
-    for n in [n for n in unchanged if id(candidates[n]) in changed_objects]:  # another name for a changed object
-        unchanged.remove(n)
+    for n in aliases_changed({n: candidates[n] for n in unchanged}, to_save, magics.baseline) if valid else ():
+        unchanged.remove(n)  # another name for an object whose content changed
         to_save[n] = candidates[n]
     return _Plan(to_save, {}, unchanged, deleted, skipped, fresh, valid)
 
