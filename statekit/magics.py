@@ -10,6 +10,7 @@ stays cheap). A user error is one ``UsageError`` line, never a traceback.
 from __future__ import annotations
 
 import re
+import sqlite3
 import sys
 from typing import Any
 
@@ -100,6 +101,9 @@ class StateMagics(Magics):
         self.branch = MAIN_BRANCH
         self.baseline = Baseline()
         self.unstorable: dict[str, Any] = {}  # name -> the object the store refused (auto does not retry it)
+        self.not_saved: dict[str, str] = {}  # name -> why its latest value is not in the store (for status)
+        self.behind: dict[str, int] = {}  # name -> the older version its value matches (see notebook.merging)
+        self.ahead: set[str] = set()  # names loaded from an older version: the next save writes them
         self.pending: set[str] = set()  # names mentioned by cells that failed: checked after the next one
         self._noted: set[tuple[str, str]] = set()
         self._in_cell_magic = False
@@ -140,6 +144,9 @@ class StateMagics(Magics):
     def _forget(self) -> None:
         self.baseline = Baseline()
         self.unstorable.clear()
+        self.not_saved.clear()
+        self.behind.clear()
+        self.ahead.clear()
         self.pending.clear()
 
     @observe("url")
@@ -195,7 +202,7 @@ class StateMagics(Magics):
             raise UsageError(one_line(exc)) from None
         except StatekitError as exc:
             raise UsageError(notebook_words(pickle_hint(one_line(exc), self.allow_pickle))) from None
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
             raise UsageError(f"store error: {one_line(exc)}") from None
 
     def _cell(self, args: Any, cell: str) -> Any:
@@ -219,7 +226,7 @@ class StateMagics(Magics):
             raise UsageError(f"nothing saved: the cell failed ({type(error).__name__})")
         mentioned = mentioned_names(cell, self.ip.user_ns)
         request = SaveRequest(mode="cell", message=args.message, assigned=assigned, deleted=deleted,
-                              mentioned=mentioned)
+                              mentioned=mentioned, overwrite=bool(getattr(args, "overwrite", False)))
         self._run(lambda: save(self, request))
         return None
 
@@ -261,8 +268,9 @@ class StateMagics(Magics):
         try:
             save(self, SaveRequest(mode="auto", mentioned=mentioned))
             self.pending.clear()
-        except (UsageError, StatekitError, SQLAlchemyError) as exc:
-            print(f"statekit auto-checkpoint: not saved: {one_line(exc)}", file=sys.stderr)
+        except (UsageError, StatekitError, SQLAlchemyError, sqlite3.Error, OSError) as exc:
+            words = notebook_words(pickle_hint(one_line(exc), self.allow_pickle))
+            print(f"statekit auto-checkpoint: not saved: {words}", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - a hook must never break the user's cell
             print(f"statekit auto-checkpoint: not saved: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
 
