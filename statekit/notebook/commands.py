@@ -173,7 +173,9 @@ def cmd_diff(magics: StateMagics, args: argparse.Namespace) -> pd.DataFrame:
     names = list(dict.fromkeys([*head.names, *data]))
     if magics.baseline.matches(magics.entity_id, head.version):  # compare only what may have changed
         entries = magics.baseline.entries
-        names = [n for n in names if n not in data or n not in entries or check(entries[n], data[n], True)[0]]
+        stale = magics.behind.keys() | magics.ahead  # values that differ from the head's without a local change
+        names = [n for n in names if n not in data or n not in entries or n in stale
+                 or check(entries[n], data[n], True)[0]]
     stored = [n for n in names if n in head.names]
     old = sm.load(magics.entity_id, head.version, names=stored, include_expired=True) if stored else {}
     new = {n: data[n] for n in names if n in data}

@@ -19,6 +19,11 @@ written unless this kernel changes it, and then it is checked against that
 older version. Whether the store's value changed between two versions is read
 from the stored forms (:func:`statekit.history_ops.changed_names`): nothing is
 decoded, except the values of conflicting names, to see whether both sides agree.
+``magics.ahead`` is the converse: names loaded from a version older than the head
+(``%state load 3``), which the next save writes although the kernel did not change them.
+
+A kernel that has not yet loaded or saved the entity in this session has no base
+to compare with: its first save writes what it holds (merged over the head).
 """
 
 from __future__ import annotations
