@@ -26,7 +26,7 @@ from .notebook.args import HelpShown, parse
 from .notebook.changes import Baseline, assigned_names, mentioned_names, prune
 from .notebook.commands import COMMANDS
 from .notebook.namespace import default_entity
-from .notebook.saving import SaveRequest, pickle_hint, save
+from .notebook.saving import SaveRequest, head_snapshot, pickle_hint, save
 from .store import StateManager
 
 
@@ -178,7 +178,21 @@ class StateMagics(Magics):
             return
         print(f"auto-checkpoint on for {self.entity_id!r} on {self.branch}: "
               "each successful cell that changes a variable saves a version")
+        self._adopt_head()
         self.check_after_cell("", everything=True)
+
+    def _adopt_head(self) -> None:
+        """Without a baseline, start from the head as it is now, so that what another kernel saves
+        from here on is recognised as theirs (see :mod:`statekit.notebook.merging`)."""
+        if self.baseline.entity == self.entity_id and self.baseline.version is not None:
+            return
+        try:
+            head = head_snapshot(self, self.entity_id, self.branch)
+        except (UsageError, StatekitError, SQLAlchemyError, sqlite3.Error, OSError):
+            return  # the auto-checkpoint that follows reports the problem
+        self.baseline = Baseline(self.entity_id, head.version if head is not None else 0, {})
+        self.behind.clear()
+        self.ahead.clear()
 
     # ------------------------------------------------------------ the magic
 

@@ -167,3 +167,16 @@ def test_a_value_that_needs_pickle_is_dropped_not_restored_stale(kernels: Any, s
     again.run("%config StateMagics.allow_pickle = True")
     again.run("%state load")
     assert again.value("[type(r).__name__ for r in results]") == "['ndarray']"
+
+
+def test_two_fresh_kernels_with_auto_on_do_not_overwrite_each_other(kernels: Any, store_url: str) -> None:
+    a, b = kernels(), kernels()
+    sm = StateManager(store_url)
+    a.run("%state auto on")
+    b.run("%state auto on")  # nothing saved yet: B's base is "before the first version"
+    assert "auto-saved v1" in a.run("x = 1")
+    out = b.run("x = 5")  # B never saw A's x: a conflict, reported, and A's x kept
+    assert "x also changed by another writer" in out and "auto-saved" not in out, out
+    assert sm.load(ENTITY) == {"x": 1}
+    assert "auto-saved v2" in b.run("y = 2")  # B's other work is saved on top of A's
+    assert sm.load(ENTITY) == {"x": 1, "y": 2}

@@ -195,7 +195,7 @@ def cmd_branch(magics: StateMagics, args: argparse.Namespace) -> pd.DataFrame | 
     start = args.from_version
     if start is None:
         b = magics.baseline
-        start = b.version if b.entity == magics.entity_id and b.version is not None else _head_or_error(magics).version
+        start = b.version if b.entity == magics.entity_id and b.version else _head_or_error(magics).version
     base = sm.create_branch(magics.entity_id, name, start)
     rebase(magics, base.version)
     magics.branch = name
@@ -237,8 +237,8 @@ def cmd_status(magics: StateMagics, args: argparse.Namespace) -> None:
     data, code = user_variables(magics.ip.user_ns, magics.ip.user_ns_hidden)
     b = magics.baseline
     ns = magics.ip.user_ns
-    if head is None or b.entity != magics.entity_id or b.version is None:
-        basis = "nothing saved or loaded in this session" if b.entity != magics.entity_id or b.version is None \
+    if head is None or b.entity != magics.entity_id or not b.version:
+        basis = "nothing saved or loaded in this session" if b.entity != magics.entity_id or not b.version \
             else f"last saved or loaded as v{b.version}, which branch {magics.branch} does not hold"
         print(f"namespace: {len(data)} variables; {basis}")
     else:

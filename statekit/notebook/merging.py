@@ -22,8 +22,10 @@ decoded, except the values of conflicting names, to see whether both sides agree
 ``magics.ahead`` is the converse: names loaded from a version older than the head
 (``%state load 3``), which the next save writes although the kernel did not change them.
 
-A kernel that has not yet loaded or saved the entity in this session has no base
-to compare with: its first save writes what it holds (merged over the head).
+A kernel that has not loaded or saved the entity in this session takes the head
+it sees when auto-checkpoint is turned on as its base (version 0 when there is
+none yet): what another kernel saves after that is theirs. Without auto, a first
+explicit save has no base to compare with and writes what the kernel holds.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ def changed_between(magics: StateMagics, a: int, b: int, names: set[str] | None)
     if a == b:
         return set()
     try:
+        if a == 0:  # "before the first version": whatever b holds is new
+            held = set(magics.store().get(magics.entity_id, b).names)
+            return held if names is None else held & names
         return history_ops.changed_names(magics.store(), magics.entity_id, a, b, names)
     except StatekitError:  # a version expired or purged, or damaged: assume the worst
         return None
@@ -118,7 +123,7 @@ def conflict_text(conflicts: dict[str, int], head: int, *, explicit: bool) -> st
     """One line: which names, since which versions, and the two ways out."""
     names = list(conflicts)
     bases = sorted(set(conflicts.values()))
-    since = ", ".join(f"v{v}" for v in bases)
+    since = ", ".join(f"v{v}" if v else "auto-checkpoint was turned on" for v in bases)
     listed = ", ".join(names)
     what = "not saved" if explicit else "left out of this auto-save"
     return (f"{what}: {listed} also changed by another writer (head v{head}) since {since}, which this kernel "

@@ -171,7 +171,7 @@ def _plan(magics: StateMagics, request: SaveRequest, *, valid: bool) -> _Plan:
     # a variable saved as data and now bound to code (or renamed away) leaves the version, not its old value
     tracked = magics.baseline.entries if magics.baseline.entity == magics.entity_id else {}
     now_code = {n: (f"now a {kind}" if not kind.startswith("shadows") else kind) for n, kind in code.items()
-                if n in tracked and (request.mode != "cell" or n in request.assigned)}
+                if n in tracked and request.mode != "names" and (request.mode != "cell" or n in request.assigned)}
     to_save: dict[str, Any] = {}
     unchanged: list[str] = []
     fresh: dict[str, Entry] = {}
