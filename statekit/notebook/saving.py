@@ -68,7 +68,7 @@ class _Plan:
     skipped: dict[str, str]  # name -> why
     fresh: dict[str, Entry]  # entries computed while checking, for the baseline
     valid: bool
-    code: dict[str, str] = field(default_factory=dict)  # tracked data names now bound to code: why
+    code: dict[str, str] = field(default_factory=dict)  # tracked names that must leave the version: why
     dropped: dict[str, str] = field(default_factory=dict)  # names removed from the new version: why
     theirs: set[str] = field(default_factory=set)  # names another writer changed since the baseline
     conflicts: dict[str, int] = field(default_factory=dict)  # name -> this kernel's base version
@@ -179,6 +179,8 @@ def _plan(magics: StateMagics, request: SaveRequest, *, valid: bool) -> _Plan:
     for n, value in candidates.items():
         if (request.mode == "auto" and magics.unstorable.get(n, _NOTHING) is value
                 and n not in request.mentioned):
+            if n in tracked:  # the version still holds an older value: it leaves (a retried save)
+                now_code[n] = magics.not_saved.get(n, "cannot be stored")
             continue  # the store refused this very object before; retry when a cell mentions it
         if valid:
             look = request.mode != "auto" or n in request.mentioned
