@@ -59,7 +59,7 @@ class StateMagics(Magics):
 
     Usage::
 
-      %state save [NAMES...] [-m MSG]   save the named variables, or all that can be saved
+      %state save [NAMES...] [-m MSG] [--overwrite]   save the named variables, or all that can be saved
       %state load [VERSION] [NAMES...]  put a version (default: the head) into the namespace
       %state rollback [VERSION] [-r REASON]   restore a version (default: the previous one)
       %state log [-b BRANCH] [-n N]     the history, as a DataFrame
@@ -81,8 +81,14 @@ class StateMagics(Magics):
     ``progress_delay`` (seconds before a progress bar appears; default 1).
 
     After a kernel restart, ``%load_ext statekit`` then ``%state load`` brings
-    the variables back. Modules, functions, classes, IPython's own names and
-    ``_``-names are never saved.
+    the variables back. Modules, functions, classes, IPython's own names,
+    ``_``-names and names of Python builtins are never saved, nor bound by a load.
+
+    A save writes only what this kernel changed since it last loaded or saved,
+    on top of the head: another kernel's changes are kept. When both changed the
+    same variable, ``%state save`` refuses and says which (``--overwrite`` keeps
+    yours, ``%state load NAME`` takes theirs); an auto-checkpoint saves the rest
+    and warns.
     """
 
     url = Unicode(None, allow_none=True, help="The store's SQLAlchemy URL. Default: $STATEKIT_URL, "
