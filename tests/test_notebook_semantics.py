@@ -232,3 +232,55 @@ def test_a_full_disk_is_one_usage_error_line(tiny_disk: Path, capsys: pytest.Cap
     finally:
         magics(ip).auto = False
         magics(ip).close()
+
+
+# ---------------------------------------------------------------- two shells on one entity (fast; real kernels:
+# test_notebook_two_kernels.py)
+
+
+@pytest.fixture
+def pair(store_url: str) -> Iterator[tuple[InteractiveShell, InteractiveShell]]:
+    shells_ = (shells.make_shell(store_url, ENTITY), shells.make_shell(store_url, ENTITY))
+    yield shells_
+    for s in shells_:
+        magics(s).auto = False
+        magics(s).close()
+        s.user_ns.clear()
+
+
+def test_another_writers_frame_change_and_replacement_are_kept(pair: Any, store_url: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = pair
+    sm = StateManager(store_url)
+    run(a, "import pandas as pd\ndf = pd.DataFrame({'v': range(1000)})\nn = 1\nold = 'x'")
+    state(a, "save")
+    state(b, "load")
+    run(a, "df.loc[3, 'v'] = -1")
+    state(a, "save")
+    run(b, "n = 2")
+    state(b, "save n")  # a named save writes n only, on top of A's frame
+    assert sm.load(ENTITY)["df"].loc[3, "v"] == -1 and sm.load(ENTITY)["n"] == 2
+    sm.save(ENTITY, {"df": sm.load(ENTITY)["df"], "n": 2})  # a script replaces the state: 'old' is gone
+    run(b, "m = 3")
+    state(b, "save")
+    assert set(sm.load(ENTITY)) == {"df", "n", "m"}
+    # B changes the frame A changed since B loaded: a %%state save cell is refused, nothing written
+    head = sm.head_version(ENTITY)
+    capsys.readouterr()
+    result = b.run_cell("%%state save\ndf.loc[0, 'v'] = 7")
+    assert isinstance(result.error_in_exec, UsageError) and "df also changed by another writer" in str(
+        result.error_in_exec)
+    assert sm.head_version(ENTITY) == head and sm.load(ENTITY)["df"].loc[3, "v"] == -1
+
+
+def test_branching_from_an_older_version_saves_the_namespace_there(pair: Any, store_url: str) -> None:
+    a, _ = pair
+    sm = StateManager(store_url)
+    run(a, "x = 1\ny = 'same'")
+    state(a, "save")
+    run(a, "x = 2")
+    state(a, "save")
+    state(a, "branch exp -f 1")  # the namespace holds x = 2: that is this kernel's change on exp
+    run(a, "z = 0")
+    state(a, "save")
+    assert sm.load(ENTITY, branch="exp") == {"x": 2, "y": "same", "z": 0}
