@@ -161,12 +161,16 @@ class StateMagics(Magics):
             self.close()
             self.branch = MAIN_BRANCH
             self._forget()
+            if self.auto:
+                self._adopt_head()
 
     @observe("entity")
     def _entity_changed(self, change: Any) -> None:
         if self._ready and change.old != change.new:
             self.branch = MAIN_BRANCH
             self._forget()
+            if self.auto:
+                self._adopt_head()
 
     @observe("allow_pickle")
     def _pickle_changed(self, change: Any) -> None:

@@ -116,7 +116,7 @@ def save(magics: StateMagics, request: SaveRequest) -> StateSnapshot | None:
             _refresh(magics, plan)
         else:
             _remember(magics, entity, snap, plan)
-            print(confirmation(request, snap, plan, time.perf_counter() - started, baseline.version))
+            print(confirmation(request, snap, plan, time.perf_counter() - started, baseline.version, magics.behind))
         _report(magics, request, plan, parent)
         return snap
     return None  # pragma: no cover - the loop returns or raises
@@ -319,12 +319,14 @@ def _remember(magics: StateMagics, entity: str, snap: StateSnapshot, plan: _Plan
 
 
 def confirmation(request: SaveRequest, snap: StateSnapshot, plan: _Plan, seconds: float,
-                 old_version: int | None = None) -> str:
+                 old_version: int | None = None, behind: Mapping[str, int] | None = None) -> str:
     """``saved v3 on main: df (changed), model (new); 12.3 MB new; 0.21 s``."""
     verb = "auto-saved" if request.mode == "auto" else "saved"
+    behind = behind or {}
     parts = [f"{n} ({label})" for n, label in plan.labels.items()]
     if request.mode == "names":
-        parts += [f"{n} (unchanged)" for n in plan.unchanged]
+        parts += [f"{n} (unchanged{'; the head holds a newer value' if n in behind else ''})"
+                  for n in plan.unchanged]
     elif plan.unchanged:
         parts.append(f"{len(plan.unchanged)} unchanged")
     what = _listing(parts) if parts else "no changes"
