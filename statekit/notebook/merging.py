@@ -68,7 +68,7 @@ def reconcile(magics: StateMagics, request: SaveRequest, plan: _Plan, parent: St
     if not plan.valid or parent is None or baseline.version is None:
         return
     behind = magics.behind
-    mine = set(plan.to_save) | plan.deleted | set(plan.dropped)
+    mine = set(plan.to_save) | plan.deleted | set(plan.dropped) | set(plan.code)
     groups: dict[int, set[str]] = {}
     for n in mine:
         groups.setdefault(behind.get(n, baseline.version), set()).add(n)
@@ -89,6 +89,7 @@ def reconcile(magics: StateMagics, request: SaveRequest, plan: _Plan, parent: St
             plan.unchanged.append(n)
         plan.deleted.discard(n)
         plan.dropped.pop(n, None)
+        plan.code.pop(n, None)
     clash -= plan.synced
     if not clash:
         return
@@ -101,11 +102,12 @@ def reconcile(magics: StateMagics, request: SaveRequest, plan: _Plan, parent: St
         plan.to_save.pop(n, None)
         plan.deleted.discard(n)
         plan.dropped.pop(n, None)
+        plan.code.pop(n, None)
 
 
 def _agreeing(magics: StateMagics, plan: _Plan, clash: set[str], parent: StateSnapshot) -> set[str]:
     """The clashing names where both sides made the same change: deleted on both, or equal values."""
-    same = {n for n in clash if (n in plan.deleted or n in plan.dropped) and n not in parent.names}
+    same = {n for n in clash if (n in plan.deleted or n in plan.dropped or n in plan.code) and n not in parent.names}
     wanted = sorted(n for n in clash if n in plan.to_save and n in parent.names)
     if not wanted:
         return same
@@ -135,7 +137,7 @@ def remember_behind(magics: StateMagics, plan: _Plan, old_version: int | None) -
     """``magics.behind`` after a save: names this kernel wrote, deleted or synced are current; names another
     writer changed that this kernel kept its older value of, and unresolved conflicts, are behind."""
     behind: dict[str, int] = dict(magics.behind) if plan.valid else {}
-    for n in [*plan.to_save, *plan.deleted, *plan.dropped, *plan.synced]:
+    for n in [*plan.to_save, *plan.deleted, *plan.dropped, *plan.code, *plan.synced]:
         behind.pop(n, None)
     if old_version is not None:
         for n in plan.theirs:
@@ -147,13 +149,12 @@ def remember_behind(magics: StateMagics, plan: _Plan, old_version: int | None) -
 
 
 def carried_note(plan: _Plan, old_version: int | None) -> str:
-    """`` on top of v7 (newer than this kernel's v5; kept its y)`` when the head had moved, else empty."""
+    """`` on top of v7 by another writer (this kernel had v5; kept its y)`` when the head had moved, else empty."""
     if plan.on_top is None:
         return ""
     kept = f"; kept its {', '.join(sorted(plan.theirs)[:12])}" if plan.theirs else ""
-    return f" on top of v{plan.on_top} by another writer (this kernel had v{old_version}{kept})"
-
-
+    had = f"v{old_version}" if old_version else "nothing yet"
+    return f" on top of v{plan.on_top} by another writer (this kernel had {had}{kept})"
 
 def rebase(magics: StateMagics, version: int) -> None:
     """The namespace now continues from ``version`` (``%state branch NAME -f VERSION``): whatever it holds

@@ -208,7 +208,7 @@ def _settle(plan: _Plan, parent: StateSnapshot | None, baseline: Baseline) -> No
     """With the head known: drop only names it holds, and label each saved name."""
     parent_names = set(parent.names) if parent else set()
     plan.deleted &= parent_names
-    plan.dropped.update({n: why for n, why in plan.code.items() if n in parent_names and n not in plan.conflicts})
+    plan.dropped.update({n: why for n, why in plan.code.items() if n in parent_names})
     plan.labels = {}
     for n in plan.to_save:
         if n not in parent_names:
@@ -301,7 +301,7 @@ def _remember(magics: StateMagics, entity: str, snap: StateSnapshot, plan: _Plan
     for the unchanged ones it already knew; names another writer changed are behind."""
     old = magics.baseline
     entries: dict[str, Entry] = {}
-    out = plan.deleted | set(plan.dropped)
+    out = plan.deleted | set(plan.dropped) | set(plan.code)
     if plan.valid:
         entries = {n: e for n, e in old.entries.items() if n not in out and n not in plan.skipped}
         entries.update({n: e for n, e in plan.fresh.items() if n in plan.unchanged})
