@@ -1,0 +1,117 @@
+"""Two shells on one entity, driven by hypothesis against a model of what each one changed.
+
+After every ``%state save`` by a shell:
+
+- refused (a UsageError): the store did not move, and the shell had changed a
+  variable that another shell wrote since this one last loaded or saved it, to
+  a value other than this shell's (a true conflict, never a false one);
+- written: every variable the shell did not change since it last synchronised
+  is exactly as the previous head had it (present or absent), and every
+  variable it changed is the shell's value (or absent, when it deleted it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from IPython.core.error import UsageError
+
+from statekit import StateManager
+from tests import shells
+
+NAMES = ["x", "y"]
+ENTITY = "model"
+
+ops = st.lists(
+    st.tuples(st.sampled_from(["set", "set", "append", "del", "save", "save", "save", "load"]),
+              st.integers(0, 1), st.sampled_from(NAMES), st.integers(0, 3)),
+    min_size=1, max_size=20,
+)
+REVERT = [("set", 0, "x", 0), ("save", 0, "", 0), ("load", 1, "", 0), ("set", 0, "x", 1), ("save", 0, "", 0),
+          ("set", 1, "y", 0), ("save", 1, "", 0)]
+"""The issue's case: the second shell never touched x, and must not write its stale x back."""
+
+
+def _store(sm: StateManager) -> dict[str, Any]:
+    try:
+        return sm.load(ENTITY)
+    except Exception:  # noqa: BLE001 - nothing saved yet
+        return {}
+
+
+ABSENT = "<absent>"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=ops)
+@example(steps=REVERT)
+def test_saves_never_revert_another_shells_change(tmp_path: Path, steps: list[tuple[str, int, str, int]]) -> None:
+    url = f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"
+    sm = StateManager(url)
+    pair = [shells.make_shell(url, ENTITY), shells.make_shell(url, ENTITY)]
+    for shell in pair:  # both start from the same (empty) store
+        with contextlib.redirect_stdout(io.StringIO()):
+            shell.run_line_magic("state", "auto on")
+            shell.run_line_magic("state", "auto off")
+    synced: list[dict[str, Any]] = [{}, {}]  # each shell's values when it last loaded or saved them
+    theirs: list[set[str]] = [set(), set()]  # names the other shell wrote since then
+    try:
+        for op, k, name, v in steps:
+            ns = pair[k].user_ns
+            if op == "set":
+                pair[k].run_cell(f"{name} = [{v}]")  # a new list each time: no two names share an object
+            elif op == "append" and name in ns:
+                pair[k].run_cell(f"{name}.append({v})")
+            elif op == "del" and name in ns:
+                pair[k].run_cell(f"del {name}")
+            elif op == "load":
+                with contextlib.redirect_stdout(io.StringIO()):
+                    try:
+                        pair[k].run_line_magic("state", "load")
+                    except UsageError:
+                        continue  # nothing saved yet
+                stored = _store(sm)
+                synced[k].update(copy.deepcopy(stored))
+                theirs[k] -= set(stored)
+            elif op == "save":
+                _check_save(sm, pair, k, synced, theirs)
+    finally:
+        for shell in pair:
+            shell.magics_manager.registry["StateMagics"].close()
+
+
+def _check_save(sm: StateManager, pair: list[Any], k: int, synced: list[dict[str, Any]],
+                theirs: list[set[str]]) -> None:
+    before, head = _store(sm), sm.head_version(ENTITY)
+    ns = pair[k].user_ns
+    mine = {n: copy.deepcopy(ns.get(n, ABSENT)) for n in NAMES}
+    changed = {n for n in NAMES if mine[n] != synced[k].get(n, ABSENT)}
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            pair[k].run_line_magic("state", "save")
+        except UsageError as exc:
+            assert sm.head_version(ENTITY) == head, "a refused save moved the head"
+            real = {n for n in changed & theirs[k] if before.get(n, ABSENT) != mine[n]}
+            assert real, f"a false conflict: {exc} (changed {changed}, theirs {theirs[k]})"
+            return
+    after = _store(sm)
+    for n in NAMES:
+        if n in changed:
+            assert after.get(n, ABSENT) == mine[n], (n, "not saved", before, after, mine)
+            assert n not in theirs[k] or before.get(n, ABSENT) == mine[n], (n, "silently overwritten", before, mine)
+        else:
+            assert after.get(n, ABSENT) == before.get(n, ABSENT), (n, "reverted", before, after, mine)
+    for n in changed:
+        if mine[n] is ABSENT:
+            synced[k].pop(n, None)
+        else:
+            synced[k][n] = mine[n]
+    theirs[k] -= changed
+    theirs[1 - k] |= {n for n in NAMES if before.get(n, ABSENT) != after.get(n, ABSENT)}
