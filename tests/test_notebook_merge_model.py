@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
@@ -49,42 +50,74 @@ def _store(sm: StateManager) -> dict[str, Any]:
 ABSENT = "<absent>"
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("auto", [False, True], ids=["explicit", "auto"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=ops)
 @example(steps=REVERT)
-def test_saves_never_revert_another_shells_change(tmp_path: Path, steps: list[tuple[str, int, str, int]]) -> None:
+def test_saves_never_revert_another_shells_change(tmp_path: Path, auto: bool,
+                                                  steps: list[tuple[str, int, str, int]]) -> None:
     url = f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"
     sm = StateManager(url)
     pair = [shells.make_shell(url, ENTITY), shells.make_shell(url, ENTITY)]
     for shell in pair:  # both start from the same (empty) store
         with contextlib.redirect_stdout(io.StringIO()):
             shell.run_line_magic("state", "auto on")
-            shell.run_line_magic("state", "auto off")
+            if not auto:
+                shell.run_line_magic("state", "auto off")
     synced: list[dict[str, Any]] = [{}, {}]  # each shell's values when it last loaded or saved them
     theirs: list[set[str]] = [set(), set()]  # names the other shell wrote since then
     try:
         for op, k, name, v in steps:
             ns = pair[k].user_ns
-            if op == "set":
-                pair[k].run_cell(f"{name} = [{v}]")  # a new list each time: no two names share an object
-            elif op == "append" and name in ns:
-                pair[k].run_cell(f"{name}.append({v})")
-            elif op == "del" and name in ns:
-                pair[k].run_cell(f"del {name}")
-            elif op == "load":
-                with contextlib.redirect_stdout(io.StringIO()):
-                    try:
-                        pair[k].run_line_magic("state", "load")
-                    except UsageError:
+            before = _store(sm)
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                if op == "set":
+                    pair[k].run_cell(f"{name} = [{v}]")  # a new list each time: no two names share an object
+                elif op == "append" and name in ns:
+                    pair[k].run_cell(f"{name}.append({v})")
+                elif op == "del" and name in ns:
+                    pair[k].run_cell(f"del {name}")
+                elif op == "load":
+                    if not before:
                         continue  # nothing saved yet
-                stored = _store(sm)
-                synced[k].update(copy.deepcopy(stored))
-                theirs[k] -= set(stored)
-            elif op == "save":
-                _check_save(sm, pair, k, synced, theirs)
+                    pair[k].run_cell("%state load")
+                    synced[k].update(copy.deepcopy(before))
+                    theirs[k] -= set(before)
+                elif op == "save":
+                    _check_save(sm, pair, k, synced, theirs)
+                    continue
+                else:
+                    continue
+            assert "Traceback" not in out.getvalue(), out.getvalue()
+            if auto:
+                _check_auto(sm, pair, k, synced, theirs, before)
     finally:
         for shell in pair:
-            shell.magics_manager.registry["StateMagics"].close()
+            magics = shell.magics_manager.registry["StateMagics"]
+            magics.auto = False
+            magics.close()
+
+
+def _check_auto(sm: StateManager, pair: list[Any], k: int, synced: list[dict[str, Any]],
+                theirs: list[set[str]], before: dict[str, Any]) -> None:
+    """After a cell with auto-checkpoint on: this shell's changes are saved, except true conflicts, which
+    keep the other shell's value; nothing else moved."""
+    ns = pair[k].user_ns
+    after = _store(sm)
+    mine = {n: ns.get(n, ABSENT) for n in NAMES}
+    changed = {n for n in NAMES if mine[n] != synced[k].get(n, ABSENT)}
+    conflicts = {n for n in changed & theirs[k] if before.get(n, ABSENT) != mine[n]}
+    for n in NAMES:
+        expected = mine[n] if n in changed - conflicts else before.get(n, ABSENT)
+        assert after.get(n, ABSENT) == expected, (n, "conflict" if n in conflicts else "", before, after, mine)
+    for n in changed - conflicts:
+        if mine[n] is ABSENT:
+            synced[k].pop(n, None)
+        else:
+            synced[k][n] = copy.deepcopy(mine[n])
+    theirs[k] -= changed - conflicts
+    theirs[1 - k] |= {n for n in NAMES if before.get(n, ABSENT) != after.get(n, ABSENT)}
 
 
 def _check_save(sm: StateManager, pair: list[Any], k: int, synced: list[dict[str, Any]],
@@ -93,7 +126,7 @@ def _check_save(sm: StateManager, pair: list[Any], k: int, synced: list[dict[str
     ns = pair[k].user_ns
     mine = {n: copy.deepcopy(ns.get(n, ABSENT)) for n in NAMES}
     changed = {n for n in NAMES if mine[n] != synced[k].get(n, ABSENT)}
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             pair[k].run_line_magic("state", "save")
         except UsageError as exc:
