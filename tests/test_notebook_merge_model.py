@@ -65,7 +65,7 @@ def test_saves_never_revert_another_shells_change(tmp_path: Path, auto: bool,
             if not auto:
                 shell.run_line_magic("state", "auto off")
     synced: list[dict[str, Any]] = [{}, {}]  # each shell's values when it last loaded or saved them
-    theirs: list[set[str]] = [set(), set()]  # names the other shell wrote since then
+    base: list[dict[str, Any]] = [{}, {}]  # the store's values when each shell last loaded or wrote them
     try:
         for op, k, name, v in steps:
             ns = pair[k].user_ns
@@ -83,15 +83,15 @@ def test_saves_never_revert_another_shells_change(tmp_path: Path, auto: bool,
                         continue  # nothing saved yet
                     pair[k].run_cell("%state load")
                     synced[k].update(copy.deepcopy(before))
-                    theirs[k] -= set(before)
+                    base[k] = copy.deepcopy(before)
                 elif op == "save":
-                    _check_save(sm, pair, k, synced, theirs)
+                    _check_save(sm, pair, k, synced, base)
                     continue
                 else:
                     continue
             assert "Traceback" not in out.getvalue(), out.getvalue()
             if auto:
-                _check_auto(sm, pair, k, synced, theirs, before)
+                _check_auto(sm, pair, k, synced, base, before)
     finally:
         for shell in pair:
             magics = shell.magics_manager.registry["StateMagics"]
@@ -99,52 +99,53 @@ def test_saves_never_revert_another_shells_change(tmp_path: Path, auto: bool,
             magics.close()
 
 
+def _conflicts(changed: set[str], mine: dict[str, Any], base: dict[str, Any], now: dict[str, Any]) -> set[str]:
+    """Changed here, changed in the store since this shell last loaded or wrote it, and not alike."""
+    return {n for n in changed if now.get(n, ABSENT) != base.get(n, ABSENT) and now.get(n, ABSENT) != mine[n]}
+
+
+def _synced(k: int, names: set[str], mine: dict[str, Any], after: dict[str, Any], synced: list[dict[str, Any]],
+            base: list[dict[str, Any]]) -> None:
+    for n in names:
+        if mine[n] is ABSENT:
+            synced[k].pop(n, None)
+        else:
+            synced[k][n] = copy.deepcopy(mine[n])
+        base[k][n] = copy.deepcopy(after.get(n, ABSENT))
+
+
 def _check_auto(sm: StateManager, pair: list[Any], k: int, synced: list[dict[str, Any]],
-                theirs: list[set[str]], before: dict[str, Any]) -> None:
+                base: list[dict[str, Any]], before: dict[str, Any]) -> None:
     """After a cell with auto-checkpoint on: this shell's changes are saved, except true conflicts, which
     keep the other shell's value; nothing else moved."""
     ns = pair[k].user_ns
     after = _store(sm)
     mine = {n: ns.get(n, ABSENT) for n in NAMES}
     changed = {n for n in NAMES if mine[n] != synced[k].get(n, ABSENT)}
-    conflicts = {n for n in changed & theirs[k] if before.get(n, ABSENT) != mine[n]}
+    conflicts = _conflicts(changed, mine, base[k], before)
     for n in NAMES:
         expected = mine[n] if n in changed - conflicts else before.get(n, ABSENT)
         assert after.get(n, ABSENT) == expected, (n, "conflict" if n in conflicts else "", before, after, mine)
-    for n in changed - conflicts:
-        if mine[n] is ABSENT:
-            synced[k].pop(n, None)
-        else:
-            synced[k][n] = copy.deepcopy(mine[n])
-    theirs[k] -= changed - conflicts
-    theirs[1 - k] |= {n for n in NAMES if before.get(n, ABSENT) != after.get(n, ABSENT)}
+    _synced(k, changed - conflicts, mine, after, synced, base)
 
 
 def _check_save(sm: StateManager, pair: list[Any], k: int, synced: list[dict[str, Any]],
-                theirs: list[set[str]]) -> None:
+                base: list[dict[str, Any]]) -> None:
     before, head = _store(sm), sm.head_version(ENTITY)
     ns = pair[k].user_ns
     mine = {n: copy.deepcopy(ns.get(n, ABSENT)) for n in NAMES}
     changed = {n for n in NAMES if mine[n] != synced[k].get(n, ABSENT)}
+    conflicts = _conflicts(changed, mine, base[k], before)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             pair[k].run_line_magic("state", "save")
         except UsageError as exc:
             assert sm.head_version(ENTITY) == head, "a refused save moved the head"
-            real = {n for n in changed & theirs[k] if before.get(n, ABSENT) != mine[n]}
-            assert real, f"a false conflict: {exc} (changed {changed}, theirs {theirs[k]})"
+            assert conflicts, f"a false conflict: {exc} (changed {changed})"
             return
+    assert not conflicts, ("a conflict saved silently", conflicts, before, mine)
     after = _store(sm)
     for n in NAMES:
-        if n in changed:
-            assert after.get(n, ABSENT) == mine[n], (n, "not saved", before, after, mine)
-            assert n not in theirs[k] or before.get(n, ABSENT) == mine[n], (n, "silently overwritten", before, mine)
-        else:
-            assert after.get(n, ABSENT) == before.get(n, ABSENT), (n, "reverted", before, after, mine)
-    for n in changed:
-        if mine[n] is ABSENT:
-            synced[k].pop(n, None)
-        else:
-            synced[k][n] = mine[n]
-    theirs[k] -= changed
-    theirs[1 - k] |= {n for n in NAMES if before.get(n, ABSENT) != after.get(n, ABSENT)}
+        expected = mine[n] if n in changed else before.get(n, ABSENT)
+        assert after.get(n, ABSENT) == expected, (n, before, after, mine)
+    _synced(k, changed, mine, after, synced, base)

@@ -71,7 +71,9 @@ def _load_into_namespace(magics: StateMagics, snap: StateSnapshot, names: list[s
     ahead: set[str] = set()
     if old.entity == snap.entity_id and old.version is not None and (keep or names is not None):
         entries, gone, behind, ahead = dict(old.entries), set(old.gone), dict(magics.behind), set(magics.ahead)
-        if old.version != version:
+        if names is None and snap.version == version:
+            behind = {}  # the whole head was loaded: what it lacks, the kernel has now seen it lack
+        elif old.version != version:
             for n in [*entries, *gone]:
                 behind.setdefault(n, old.version)
     for n, v in state.items():

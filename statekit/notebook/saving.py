@@ -112,10 +112,12 @@ def save(magics: StateMagics, request: SaveRequest) -> StateSnapshot | None:
             if attempt == 2:
                 raise
             continue
-        if snap is None:
+        if snap is None and plan.valid and parent is not None:
+            _remember(magics, entity, parent.version, plan)  # nothing to write: the kernel is now at the head
+        elif snap is None:
             _refresh(magics, plan)
         else:
-            _remember(magics, entity, snap, plan)
+            _remember(magics, entity, snap.version, plan)
             print(confirmation(request, snap, plan, time.perf_counter() - started, baseline.version, magics.behind))
         _report(magics, request, plan, parent)
         return snap
@@ -296,8 +298,8 @@ def _refresh(magics: StateMagics, plan: _Plan) -> None:
         magics.baseline.entries.update({n: e for n, e in plan.fresh.items() if n in plan.unchanged})
 
 
-def _remember(magics: StateMagics, entity: str, snap: StateSnapshot, plan: _Plan) -> None:
-    """The namespace now matches ``snap`` for the saved names, and (if the baseline was trusted)
+def _remember(magics: StateMagics, entity: str, version: int, plan: _Plan) -> None:
+    """The namespace now matches ``version`` for the saved names, and (if the baseline was trusted)
     for the unchanged ones it already knew; names another writer changed are behind."""
     old = magics.baseline
     entries: dict[str, Entry] = {}
@@ -315,7 +317,7 @@ def _remember(magics: StateMagics, entity: str, snap: StateSnapshot, plan: _Plan
     gone = {n for n in old.gone if n in plan.conflicts} if plan.valid else set()
     magics.ahead = {n for n in magics.ahead if n not in plan.to_save and n not in out} if plan.valid else set()
     magics.behind = remember_behind(magics, plan, old.version if old.entity == entity else None)
-    magics.baseline = Baseline(entity, snap.version, entries, gone)
+    magics.baseline = Baseline(entity, version, entries, gone)
 
 
 def confirmation(request: SaveRequest, snap: StateSnapshot, plan: _Plan, seconds: float,
