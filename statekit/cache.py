@@ -1,8 +1,12 @@
 """A bounded in-memory LRU of decoded states, keyed by snapshot id.
 
-Snapshots are immutable, so a cached state never goes stale; values are handed
-out as copies (cheap for DataFrames under copy-on-write) so a caller's edits
-never reach the cache.
+Snapshots are immutable, so a cached state never goes stale. A load that
+decodes hands out the decoded objects themselves (nobody else holds them);
+the cache keeps its own copies and hands out copies of those, so a caller's
+edits never reach it. Only exact copies are made (frames, arrays, JSON-like
+values: :func:`statekit.codecs.copy_value`): a state holding any other value
+(an unpickled object, whose ``__deepcopy__`` may not be faithful) is not
+cached, and every load decodes it again from its stored bytes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class CachedState:
     inline_text: str  # the JSON text of the inline values: json.loads gives a fresh copy
     values: dict[str, Any]  # decoded non-inline values
     nbytes: int
+    shared: bool = False  # the cache's own copy: hand out copies; else fresh from decoding: hand out as is
 
     def materialize(self, only: set[str] | None = None) -> dict[str, Any]:
         inline = json.loads(self.inline_text)
@@ -35,8 +40,16 @@ class CachedState:
             if n in inline:
                 out[n] = inline[n]
             elif n in self.values:
-                out[n] = copy_value(self.values[n])
+                out[n] = copy_value(self.values[n]) if self.shared else self.values[n]
         return out
+
+    def kept(self) -> CachedState | None:
+        """The cache's own copy of this state, or None when some value cannot be copied exactly."""
+        try:
+            values = {n: copy_value(v, exact_only=True) for n, v in self.values.items()}
+        except TypeError:
+            return None
+        return CachedState(self.snapshot, self.names, self.inline_text, values, self.nbytes, shared=True)
 
 
 class StateCache:
@@ -64,10 +77,15 @@ class StateCache:
         return self._by_version.get((entity_id, version))
 
     def put(self, entry: CachedState) -> None:
+        """Keep a copy of ``entry`` (``entry`` itself stays the caller's), if it can be copied exactly."""
         snap = entry.snapshot
         snapshot_id, entity_id, version = snap.snapshot_id, snap.entity_id, snap.version
         if self.max_entries <= 0 or entry.nbytes > self.max_bytes:
             return
+        own = entry.kept() if not entry.shared else entry
+        if own is None:
+            return
+        entry = own
         with self._lock:
             old = self._data.pop(snapshot_id, None)
             if old is not None:

@@ -309,12 +309,41 @@ def _decode_npy(data: bytearray) -> np.ndarray:
     return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
 
 
-def copy_value(value: Any) -> Any:
-    """A copy that the caller may mutate without touching a cached value."""
-    if isinstance(value, (pd.DataFrame, pd.Series)):
-        return value.copy(deep=False)  # copy-on-write (pandas >= 3) makes this safe and cheap
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    import copy
+def copy_value(value: Any, *, exact_only: bool = False) -> Any:
+    """A copy the caller may mutate without touching ``value``.
 
+    Frames are copied shallowly (copy-on-write makes that safe), arrays and values
+    built from the types statekit stores without pickle (JSON, tagged JSON) deeply:
+    those copies are exact. Any other object is deep-copied, which its class may do
+    unfaithfully (a ``__deepcopy__`` that turns an int into a float); with
+    ``exact_only`` such a value raises TypeError instead, so the caller can decode
+    it again rather than hand out a copy that is not the value that was saved.
+    """
+    import copy
+    import datetime as dt
+    import decimal
+    import uuid
+
+    t = type(value)
+    if t is pd.DataFrame or t is pd.Series:
+        return value.copy(deep=False)
+    if t is np.ndarray and not value.dtype.hasobject:
+        return value.copy()
+    atoms = (type(None), bool, int, float, complex, str, bytes, decimal.Decimal, uuid.UUID, dt.date, dt.datetime,
+             dt.time, dt.timedelta, pd.Timestamp, pd.Timedelta)
+
+    def plain(v: Any, depth: int) -> bool:
+        vt = type(v)
+        if vt in atoms or (isinstance(v, np.generic) and vt.__module__ == "numpy" and v.dtype.kind in "biufcmM"):
+            return True
+        if depth > 200:
+            return False
+        if vt is list or vt is tuple or vt is set or vt is frozenset:
+            return all(plain(x, depth + 1) for x in v)
+        if vt is dict:
+            return all(plain(k, depth + 1) and plain(x, depth + 1) for k, x in v.items())
+        return False
+
+    if exact_only and not plain(value, 0):
+        raise TypeError(f"a {t.__module__}.{t.__qualname__} may not deep-copy exactly")
     return copy.deepcopy(value)

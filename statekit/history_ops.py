@@ -155,3 +155,25 @@ def _value(sm: StateManager, cur: Any, row: SnapshotRow, name: str) -> Any:
         lambda digests: sm._repo.read_chunks(cur, digests, row.snapshot),  # noqa: SLF001
         sm._signing_key,  # noqa: SLF001
     )
+
+
+def changed_names(sm: StateManager, entity_id: str, a: int, b: int, names: set[str] | None = None) -> set[str]:
+    """The names (of ``names``, default all) whose stored value differs between versions ``a`` and ``b``:
+    held by one only, or stored differently. Compares the stored forms only, nothing is decoded; the
+    notebook uses it to tell its own changes from another writer's."""
+    repo = sm._repo  # noqa: SLF001
+
+    def work(cur: Any, _attempt: int) -> set[str]:
+        rows = []
+        for v in (a, b):
+            row = repo.read_snapshot(cur, entity_id, v, MAIN_BRANCH)
+            if row is None:
+                raise sm._not_found(cur, entity_id, v, MAIN_BRANCH)  # noqa: SLF001
+            row.verify()
+            rows.append(row)
+        old, new = rows
+        wanted = set(old.snapshot.names) | set(new.snapshot.names) if names is None else set(names)
+        return {n for n in wanted if (n in old.snapshot.names) != (n in new.snapshot.names)
+                or (n in old.snapshot.names and not _stored_alike(old, new, n))}
+
+    return sm.db.run_hot(work, write=False)

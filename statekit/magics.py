@@ -10,6 +10,7 @@ stays cheap). A user error is one ``UsageError`` line, never a traceback.
 from __future__ import annotations
 
 import re
+import sqlite3
 import sys
 from typing import Any
 
@@ -25,7 +26,7 @@ from .notebook.args import HelpShown, parse
 from .notebook.changes import Baseline, assigned_names, mentioned_names, prune
 from .notebook.commands import COMMANDS
 from .notebook.namespace import default_entity
-from .notebook.saving import SaveRequest, pickle_hint, save
+from .notebook.saving import SaveRequest, head_snapshot, pickle_hint, save
 from .store import StateManager
 
 
@@ -58,7 +59,7 @@ class StateMagics(Magics):
 
     Usage::
 
-      %state save [NAMES...] [-m MSG]   save the named variables, or all that can be saved
+      %state save [NAMES...] [-m MSG] [--overwrite]   save the named variables, or all that can be saved
       %state load [VERSION] [NAMES...]  put a version (default: the head) into the namespace
       %state rollback [VERSION] [-r REASON]   restore a version (default: the previous one)
       %state log [-b BRANCH] [-n N]     the history, as a DataFrame
@@ -80,8 +81,14 @@ class StateMagics(Magics):
     ``progress_delay`` (seconds before a progress bar appears; default 1).
 
     After a kernel restart, ``%load_ext statekit`` then ``%state load`` brings
-    the variables back. Modules, functions, classes, IPython's own names and
-    ``_``-names are never saved.
+    the variables back. Modules, functions, classes, IPython's own names,
+    ``_``-names and names of Python builtins are never saved, nor bound by a load.
+
+    A save writes only what this kernel changed since it last loaded or saved,
+    on top of the head: another kernel's changes are kept. When both changed the
+    same variable, ``%state save`` refuses and says which (``--overwrite`` keeps
+    yours, ``%state load NAME`` takes theirs); an auto-checkpoint saves the rest
+    and warns.
     """
 
     url = Unicode(None, allow_none=True, help="The store's SQLAlchemy URL. Default: $STATEKIT_URL, "
@@ -100,6 +107,9 @@ class StateMagics(Magics):
         self.branch = MAIN_BRANCH
         self.baseline = Baseline()
         self.unstorable: dict[str, Any] = {}  # name -> the object the store refused (auto does not retry it)
+        self.not_saved: dict[str, str] = {}  # name -> why its latest value is not in the store (for status)
+        self.behind: dict[str, int] = {}  # name -> the older version its value matches (see notebook.merging)
+        self.ahead: set[str] = set()  # names loaded from an older version: the next save writes them
         self.pending: set[str] = set()  # names mentioned by cells that failed: checked after the next one
         self._noted: set[tuple[str, str]] = set()
         self._in_cell_magic = False
@@ -140,6 +150,9 @@ class StateMagics(Magics):
     def _forget(self) -> None:
         self.baseline = Baseline()
         self.unstorable.clear()
+        self.not_saved.clear()
+        self.behind.clear()
+        self.ahead.clear()
         self.pending.clear()
 
     @observe("url")
@@ -148,12 +161,16 @@ class StateMagics(Magics):
             self.close()
             self.branch = MAIN_BRANCH
             self._forget()
+            if self.auto:
+                self._adopt_head()
 
     @observe("entity")
     def _entity_changed(self, change: Any) -> None:
         if self._ready and change.old != change.new:
             self.branch = MAIN_BRANCH
             self._forget()
+            if self.auto:
+                self._adopt_head()
 
     @observe("allow_pickle")
     def _pickle_changed(self, change: Any) -> None:
@@ -171,7 +188,21 @@ class StateMagics(Magics):
             return
         print(f"auto-checkpoint on for {self.entity_id!r} on {self.branch}: "
               "each successful cell that changes a variable saves a version")
+        self._adopt_head()
         self.check_after_cell("", everything=True)
+
+    def _adopt_head(self) -> None:
+        """Without a baseline, start from the head as it is now, so that what another kernel saves
+        from here on is recognised as theirs (see :mod:`statekit.notebook.merging`)."""
+        if self.baseline.entity == self.entity_id and self.baseline.version is not None:
+            return
+        try:
+            head = head_snapshot(self, self.entity_id, self.branch)
+        except (UsageError, StatekitError, SQLAlchemyError, sqlite3.Error, OSError):
+            return  # the auto-checkpoint that follows reports the problem
+        self.baseline = Baseline(self.entity_id, head.version if head is not None else 0, {})
+        self.behind.clear()
+        self.ahead.clear()
 
     # ------------------------------------------------------------ the magic
 
@@ -195,7 +226,7 @@ class StateMagics(Magics):
             raise UsageError(one_line(exc)) from None
         except StatekitError as exc:
             raise UsageError(notebook_words(pickle_hint(one_line(exc), self.allow_pickle))) from None
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
             raise UsageError(f"store error: {one_line(exc)}") from None
 
     def _cell(self, args: Any, cell: str) -> Any:
@@ -219,7 +250,7 @@ class StateMagics(Magics):
             raise UsageError(f"nothing saved: the cell failed ({type(error).__name__})")
         mentioned = mentioned_names(cell, self.ip.user_ns)
         request = SaveRequest(mode="cell", message=args.message, assigned=assigned, deleted=deleted,
-                              mentioned=mentioned)
+                              mentioned=mentioned, overwrite=bool(getattr(args, "overwrite", False)))
         self._run(lambda: save(self, request))
         return None
 
@@ -261,8 +292,9 @@ class StateMagics(Magics):
         try:
             save(self, SaveRequest(mode="auto", mentioned=mentioned))
             self.pending.clear()
-        except (UsageError, StatekitError, SQLAlchemyError) as exc:
-            print(f"statekit auto-checkpoint: not saved: {one_line(exc)}", file=sys.stderr)
+        except (UsageError, StatekitError, SQLAlchemyError, sqlite3.Error, OSError) as exc:
+            words = notebook_words(pickle_hint(one_line(exc), self.allow_pickle))
+            print(f"statekit auto-checkpoint: not saved: {words}", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - a hook must never break the user's cell
             print(f"statekit auto-checkpoint: not saved: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
 

@@ -83,9 +83,14 @@ def build_parser() -> tuple[StateArgumentParser, dict[str, StateArgumentParser]]
     p = add("save", "save variables as a new version",
             "Save the named variables, or every user variable that can be saved, as a new version. "
             "Variables not named are carried over from the previous version; unchanged ones are not "
-            "encoded again. In a cell: %%state save [-m MSG] runs the cell, then saves what it assigned.")
+            "encoded again. Only what this kernel changed is written, on top of the current head: another "
+            "writer's changes to other variables are kept. In a cell: %%state save [-m MSG] runs the cell, "
+            "then saves what it assigned.")
     p.add_argument("names", nargs="*", metavar="NAME", help="variables to save (default: all that can be saved)")
     p.add_argument("-m", "--message", help="a note for the history (quote it if it has spaces)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="save your values even where another writer changed the same variable since this "
+                        "kernel last loaded or saved (by default the save is refused and says which)")
 
     p = add("load", "put a version's variables into the namespace",
             "Load a version (default: the head of the current branch) into the namespace; "

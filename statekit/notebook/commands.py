@@ -21,7 +21,8 @@ from ..diff import diff_states
 from ..formatting import human_bytes
 from .args import is_version, version_number
 from .changes import Baseline, check, make_entry
-from .namespace import user_variables
+from .merging import changed_between, rebase
+from .namespace import split_loadable, user_variables
 from .progress import Progress
 from .saving import SaveRequest, head_snapshot, save
 
@@ -45,20 +46,52 @@ def _head_or_error(magics: StateMagics) -> StateSnapshot:
 
 
 def _load_into_namespace(magics: StateMagics, snap: StateSnapshot, names: list[str] | None,
-                         *, baseline_version: int | None = None) -> dict[str, Any]:
-    """Read ``snap``'s values (all, or ``names``) into the namespace and make them the baseline."""
+                         *, keep: bool = False) -> dict[str, Any]:
+    """Read ``snap``'s values (all, or ``names``) into the namespace and make them the baseline.
+
+    Names a save would refuse (``_``-names, IPython's own, builtins) are never bound: one line says so.
+    The baseline moves to the branch head; loaded values that differ from it (an older version was
+    loaded) are written by the next save. With ``keep`` (``%state load``), variables the kernel tracked
+    and did not load stay tracked at the version they match, so a later save does not write them back
+    over another writer's change; otherwise (checkout, rollback) the baseline is the loaded values alone.
+    """
     with Progress(f"loading v{snap.version} ({human_bytes(snap.size_bytes)})", None, magics.progress_delay):
         state = magics.store().load(snap.entity_id, snap.version, names=names, include_expired=True)
+    state, refused = split_loadable(state, magics.ip.user_ns_hidden)
+    if refused:
+        print(f"not loaded: {', '.join(refused[:12])}{' …' if len(refused) > 12 else ''} "
+              "(statekit never binds _-names, IPython's own names or Python builtins)")
     magics.ip.push(state, interactive=True)
-    version = baseline_version if baseline_version is not None else snap.version
+    head = head_snapshot(magics, magics.entity_id, magics.branch)
+    version = head.version if head is not None else snap.version
     old = magics.baseline
-    if names is not None and old.entity == snap.entity_id and old.version == version:
-        entries = dict(old.entries)  # a partial load of the version we already match
-    else:
-        entries = {}
-    entries.update({n: make_entry(v) for n, v in state.items()})
-    magics.baseline = Baseline(snap.entity_id, version, entries)
+    entries: dict[str, Any] = {}
+    gone: set[str] = set()
+    behind: dict[str, int] = {}
+    ahead: set[str] = set()
+    if old.entity == snap.entity_id and old.version is not None and (keep or names is not None):
+        entries, gone, behind, ahead = dict(old.entries), set(old.gone), dict(magics.behind), set(magics.ahead)
+        if names is None and snap.version == version:
+            behind = {}  # the whole head was loaded: what it lacks, the kernel has now seen it lack
+        elif old.version != version:
+            for n in [*entries, *gone]:
+                behind.setdefault(n, old.version)
+    for n, v in state.items():
+        entries[n] = make_entry(v)
+        behind.pop(n, None)
+        gone.discard(n)
+        ahead.discard(n)
+        magics.not_saved.pop(n, None)
+    if version != snap.version:
+        differ = changed_between(magics, snap.version, version, set(state))
+        ahead |= set(state) if differ is None else differ
+    magics.baseline = Baseline(snap.entity_id, version, entries, gone)
+    magics.behind, magics.ahead = behind, ahead
     return state
+
+
+def _listing_of(parts: list[str]) -> str:
+    return ", ".join(parts[:12]) + (f", … and {len(parts) - 12} more" if len(parts) > 12 else "")
 
 
 def _names(state: dict[str, Any]) -> str:
@@ -72,7 +105,8 @@ def _names(state: dict[str, Any]) -> str:
 
 def cmd_save(magics: StateMagics, args: argparse.Namespace) -> None:
     mode = "names" if args.names else "all"
-    save(magics, SaveRequest(mode=mode, names=list(args.names), message=args.message))
+    save(magics, SaveRequest(mode=mode, names=list(args.names), message=args.message,
+                             overwrite=bool(args.overwrite)))
 
 
 def cmd_load(magics: StateMagics, args: argparse.Namespace) -> None:
@@ -96,7 +130,7 @@ def cmd_load(magics: StateMagics, args: argparse.Namespace) -> None:
             hint = f" (to load version {version_number(words[0])}, write %state load {version_number(words[0])})"
         raise UsageError(f"v{snap.version} holds no {', '.join(map(repr, missing))}{hint}; "
                          f"it holds: {', '.join(snap.names) or 'nothing'}")
-    state = _load_into_namespace(magics, snap, list(dict.fromkeys(words)) or None)
+    state = _load_into_namespace(magics, snap, list(dict.fromkeys(words)) or None, keep=True)
     where = "" if snap.branch == magics.branch else f" (on branch {snap.branch})"
     print(f"loaded v{snap.version}{where}: {_names(state)}; {human_bytes(snap.size_bytes)}; "
           f"{time.perf_counter() - started:.2f} s")
@@ -141,7 +175,9 @@ def cmd_diff(magics: StateMagics, args: argparse.Namespace) -> pd.DataFrame:
     names = list(dict.fromkeys([*head.names, *data]))
     if magics.baseline.matches(magics.entity_id, head.version):  # compare only what may have changed
         entries = magics.baseline.entries
-        names = [n for n in names if n not in data or n not in entries or check(entries[n], data[n], True)[0]]
+        stale = magics.behind.keys() | magics.ahead  # values that differ from the head's without a local change
+        names = [n for n in names if n not in data or n not in entries or n in stale
+                 or check(entries[n], data[n], True)[0]]
     stored = [n for n in names if n in head.names]
     old = sm.load(magics.entity_id, head.version, names=stored, include_expired=True) if stored else {}
     new = {n: data[n] for n in names if n in data}
@@ -161,8 +197,9 @@ def cmd_branch(magics: StateMagics, args: argparse.Namespace) -> pd.DataFrame | 
     start = args.from_version
     if start is None:
         b = magics.baseline
-        start = b.version if b.entity == magics.entity_id and b.version is not None else _head_or_error(magics).version
+        start = b.version if b.entity == magics.entity_id and b.version else _head_or_error(magics).version
     base = sm.create_branch(magics.entity_id, name, start)
+    rebase(magics, base.version)
     magics.branch = name
     print(f"created branch {name} from v{base.version}; now on {name} (%state checkout {base.branch} to go back)")
     return None
@@ -201,22 +238,31 @@ def cmd_status(magics: StateMagics, args: argparse.Namespace) -> None:
     print(f"entity {magics.entity_id!r} · branch {magics.branch} · {at} · store {url}")
     data, code = user_variables(magics.ip.user_ns, magics.ip.user_ns_hidden)
     b = magics.baseline
-    if head is None or not b.matches(magics.entity_id, head.version):
-        since = f"v{b.version}" if b.entity == magics.entity_id and b.version else None
-        basis = f"the namespace was last saved or loaded as {since}, not the head" if since else \
-            "nothing saved or loaded in this session"
+    ns = magics.ip.user_ns
+    if head is None or b.entity != magics.entity_id or not b.version:
+        basis = "nothing saved or loaded in this session" if b.entity != magics.entity_id or not b.version \
+            else f"last saved or loaded as v{b.version}, which branch {magics.branch} does not hold"
         print(f"namespace: {len(data)} variables; {basis}")
     else:
         changes = []
         for n, v in data.items():
             changed, _ = check(b.entries.get(n), v, True)
-            if changed:
+            if n in magics.not_saved:
+                changes.append(f"{n} (not saved: {magics.not_saved[n]})")
+            elif changed:
                 changes.append(f"{n} ({'changed' if n in b.entries else 'new'})")
-        changes += [f"{n} (deleted)" for n in [*b.entries, *sorted(b.gone)] if n not in magics.ip.user_ns]
+        changes += [f"{n} (deleted)" for n in [*b.entries, *sorted(b.gone)] if n not in ns]
+        changes += [f"{n} ({code[n]}: not saved)" for n in code if n in b.entries]
+        older = sorted(n for n in magics.behind if n in ns or n in b.entries)
+        since = f"since v{b.version}" + ("" if b.version == head.version else f" (the head is v{head.version})")
         if changes:
-            print(f"namespace since v{head.version}: " + ", ".join(changes))
+            print(f"namespace {since}: " + _listing_of(changes))
         else:
-            print(f"namespace: matches v{head.version}")
+            print(f"namespace: matches v{b.version}" + ("" if b.version == head.version else
+                                                         f" (the head is v{head.version})"))
+        if older:
+            print("older than the store (another writer changed them; %state load NAME takes theirs): "
+                  + _listing_of(older))
     print(f"auto-checkpoint {'on' if magics.auto else 'off'} · pickle {'on' if magics.allow_pickle else 'off'}")
 
 

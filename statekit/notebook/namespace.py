@@ -1,17 +1,21 @@
 """Which of the user's variables are state, and what the notebook's entity is called.
 
-Code is not state: modules, functions and classes are skipped (and reported),
-and so are IPython's own names (``In``, ``Out``, ``get_ipython``, ``exit``,
-``quit``, whatever IPython put in the namespace at start-up) and ``_``-names
-(``_``, ``_i3``, ``_5``...), which are never reported.
+Code is not state: modules, functions and classes are skipped (and reported).
+Some names are never saved nor bound by a load (:func:`refused_name`, the one
+rule both sides use): ``_``-names (``_``, ``_i3``, ``__builtins__``...), IPython's
+own (``In``, ``Out``, ``get_ipython``, ``exit``, ``quit``, whatever IPython put
+in the namespace at start-up), and Python's builtins (``print``, ``sum``): a
+state written through the API that held one of them would break the kernel.
 """
 
 from __future__ import annotations
 
+import builtins
 import functools
 import os
 import sys
 import types
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit"})
+BUILTIN_NAMES = frozenset(n for n in dir(builtins) if not n.startswith("_"))
 FALLBACK_ENTITY = "notebook"
 """The entity when the kernel does not know the notebook's file name (a terminal IPython, an old server)."""
 
@@ -39,26 +44,53 @@ def code_kind(value: Any) -> str | None:
     return None
 
 
-def is_ipython_name(name: str, value: Any, hidden: dict[str, Any]) -> bool:
-    """True for names IPython owns: ``_``-names, In/Out/exit..., and start-up names still bound as IPython left them."""
-    if name.startswith("_") or name in IPYTHON_NAMES:
-        return True
-    return name in hidden and hidden[name] is value
+def refused_name(name: str, hidden: Mapping[str, Any]) -> str | None:
+    """Why statekit never saves nor loads a variable called ``name``, or None when it may.
+
+    ``hidden`` is the shell's ``user_ns_hidden`` (what IPython put in the namespace).
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        return "not a Python name"
+    if name.startswith("_"):
+        return "a _-name"
+    if name in IPYTHON_NAMES or name in hidden:
+        return "IPython's own name"
+    if name in BUILTIN_NAMES:
+        return f"shadows the builtin {name}"
+    return None
 
 
-def user_variables(user_ns: dict[str, Any], hidden: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The user's data variables, and the code-like ones skipped with the reason (module, function, class)."""
+def user_variables(user_ns: dict[str, Any], hidden: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The user's data variables, and those skipped with the reason (module, function, class, a builtin's name).
+
+    IPython's own names and ``_``-names are left out without a reason: they are never reported.
+    """
     data: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     for name, value in list(user_ns.items()):
-        if is_ipython_name(name, value, hidden):
+        reason = refused_name(name, hidden)
+        if reason is not None and not reason.startswith("shadows"):
             continue
         kind = code_kind(value)
-        if kind is None:
-            data[name] = value
-        else:
+        if kind is not None:
             skipped[name] = kind
+        elif reason is not None:
+            skipped[name] = reason
+        else:
+            data[name] = value
     return data, skipped
+
+
+def split_loadable(state: Mapping[str, Any], hidden: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(the values a load may bind, the names it must not: see :func:`refused_name`)."""
+    ok: dict[str, Any] = {}
+    refused: list[str] = []
+    for name, value in state.items():
+        if refused_name(name, hidden) is None:
+            ok[name] = value
+        else:
+            refused.append(name)
+    return ok, refused
 
 
 def default_entity(user_ns: dict[str, Any]) -> str:
