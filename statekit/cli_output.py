@@ -93,12 +93,12 @@ def cell(v: Any) -> str:
 
 def summary(p: Preview, width: int = 70) -> str:
     if p.type_name == "DataFrame" and p.shape is not None and p.dtypes is not None:
-        cols = ", ".join(f"{cell(c)}: {t}" for c, t in p.dtypes.items())
+        cols = ", ".join(f"{cell(c)}: {t}" for c, t in p.dtypes)
         text = f"{p.shape[0]} rows x {p.shape[1]} columns ({cols})"
     elif p.type_name == "Series" and p.shape is not None and p.dtypes is not None:
-        text = f"{p.shape[0]} values, dtype {next(iter(p.dtypes.values()))}"
+        text = f"{p.shape[0]} values, dtype {p.dtypes[0][1]}"
     elif p.type_name == "ndarray" and p.shape is not None and p.dtypes is not None:
-        text = f"shape {p.shape}, dtype {next(iter(p.dtypes.values()))}"
+        text = f"shape {p.shape}, dtype {p.dtypes[0][1]}"
     else:
         try:
             text = " ".join(repr(p.value).split())
@@ -114,7 +114,7 @@ def preview_json(p: Preview) -> Any:
     out: dict[str, Any]
     if p.type_name in ("DataFrame", "Series") and isinstance(p.head, (pd.DataFrame, pd.Series)):
         head = p.head.to_frame() if isinstance(p.head, pd.Series) else p.head
-        out = {"type": p.type_name, "shape": list(p.shape or ()), "dtypes": [[c, t] for c, t in (p.dtypes or {}).items()],
+        out = {"type": p.type_name, "shape": list(p.shape or ()), "dtypes": [[c, t] for c, t in p.dtypes or []],
                "columns": list(head.columns), "index": list(head.index),
                "data": [[head.iloc[i, j] for j in range(head.shape[1])] for i in range(head.shape[0])]}
         if p.type_name == "Series":
@@ -122,7 +122,7 @@ def preview_json(p: Preview) -> Any:
     elif p.type_name == "ndarray" and isinstance(p.head, np.ndarray):
         shape = list(p.shape or ())
         data = p.head.reshape(shape).tolist() if not p.partial else p.head.tolist()
-        out = {"type": "ndarray", "dtype": next(iter((p.dtypes or {"": ""}).values())), "shape": shape, "data": data}
+        out = {"type": "ndarray", "dtype": (p.dtypes or [(None, "")])[0][1], "shape": shape, "data": data}
     else:
         return p.value
     if p.partial:

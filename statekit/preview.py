@@ -40,7 +40,7 @@ class Preview:
     type_name: str
     value: Any = None  # the whole value (small values)
     shape: tuple[int, ...] | None = None  # frames, series and arrays
-    dtypes: dict[Any, str] | None = None  # frames (column -> dtype) and series / arrays (name -> dtype)
+    dtypes: list[tuple[Any, str]] | None = None  # (column, dtype) for frames; (name, dtype) for series, arrays
     head: Any = None  # the first rows (frames, series) or elements (arrays)
     partial: bool = False  # True when ``head`` holds only part of the value
 
@@ -102,14 +102,14 @@ def _one(row: Any, name: str, read: Callable[[list[str]], dict[str, bytes]], sm:
 def of_value(value: Any, rows: int = HEAD_ROWS) -> Preview:
     """The preview of a value already in memory (e.g. a pickled frame, which decodes only whole)."""
     if isinstance(value, pd.DataFrame):
-        dtypes = {c: str(t) for c, t in zip(value.columns, value.dtypes, strict=True)}
+        dtypes = [(c, str(t)) for c, t in zip(value.columns, value.dtypes, strict=True)]
         return Preview("DataFrame", shape=value.shape, dtypes=dtypes, head=value.head(rows), partial=len(value) > rows)
     if isinstance(value, pd.Series):
-        return Preview("Series", shape=value.shape, dtypes={value.name: str(value.dtype)}, head=value.head(rows),
+        return Preview("Series", shape=value.shape, dtypes=[(value.name, str(value.dtype))], head=value.head(rows),
                        partial=len(value) > rows)
     if isinstance(value, np.ndarray):
         head = value.reshape(-1)[:rows] if not value.dtype.hasobject else np.empty(0)
-        return Preview("ndarray", shape=value.shape, dtypes={None: str(value.dtype)}, head=head,
+        return Preview("ndarray", shape=value.shape, dtypes=[(None, str(value.dtype))], head=head,
                        partial=value.size > len(head))
     return Preview(type(value).__name__, value=value)
 
@@ -130,9 +130,9 @@ def _frame(desc: dict[str, Any], read: Callable[[list[str]], dict[str, bytes]], 
     head = _range_index(head, read([desc["schema"]])[desc["schema"]])
     n = total if total >= 0 else len(head)
     if isinstance(head, pd.Series):
-        return Preview("Series", shape=(n,), dtypes={head.name: str(head.dtype)}, head=head.head(rows),
+        return Preview("Series", shape=(n,), dtypes=[(head.name, str(head.dtype))], head=head.head(rows),
                        partial=n > rows)
-    dtypes = {c: str(t) for c, t in zip(head.columns, head.dtypes, strict=True)}
+    dtypes = [(c, str(t)) for c, t in zip(head.columns, head.dtypes, strict=True)]
     return Preview("DataFrame", shape=(n, head.shape[1]), dtypes=dtypes, head=head.head(rows), partial=n > rows)
 
 
@@ -177,5 +177,5 @@ def _array(desc: dict[str, Any], read: Callable[[list[str]], dict[str, bytes]], 
     available = (len(data) - offset) // dtype.itemsize if dtype.itemsize else 0
     take = min(take, available)
     head = np.frombuffer(data, dtype=dtype, count=take, offset=offset) if take else np.empty(0, dtype=dtype)
-    return Preview("ndarray", shape=tuple(int(d) for d in shape), dtypes={None: str(dtype)}, head=head,
+    return Preview("ndarray", shape=tuple(int(d) for d in shape), dtypes=[(None, str(dtype))], head=head,
                    partial=count > take)
