@@ -182,14 +182,14 @@ def _diff_frames(name: str, old: pd.DataFrame, new: pd.DataFrame, max_rows: int)
 
 def _matchable(old: pd.Index, new: pd.Index) -> tuple[pd.Index, pd.Index, bool]:
     """Indexes rows can be matched by: the frames' own when both are unique and comparable, else positions."""
-    if old.is_unique and new.is_unique:
-        try:
+    try:  # labels may be unhashable (dicts) or not comparable with each other
+        if old.is_unique and new.is_unique:
             old.difference(new, sort=False)
             new.difference(old, sort=False)
             old.intersection(new, sort=False)
             return old, new, True
-        except (TypeError, ValueError):
-            pass
+    except (TypeError, ValueError):
+        pass
     return pd.RangeIndex(len(old)), pd.RangeIndex(len(new)), False
 
 

@@ -89,6 +89,7 @@ def test_duplicate_column_labels_through_the_store(store_url: str) -> None:
     (pd.Index([1, 1]), pd.Index([1, 1])),
     (pd.MultiIndex.from_tuples([(1, "a"), (2, "b")]), pd.MultiIndex.from_tuples([(1, "a"), (3, "c")])),
     (pd.Index([np.nan, 1.0]), pd.Index([np.nan, 2.0])),
+    (pd.Index([{"a": 1}, {"b": 2}], dtype=object), pd.Index([{"a": 1}, {"b": 2}], dtype=object)),  # unhashable
 ])
 def test_any_index_gives_a_diff(old_index: pd.Index, new_index: pd.Index) -> None:
     old = pd.DataFrame({"x": [1, 2]}, index=old_index)
