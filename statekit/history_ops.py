@@ -73,7 +73,7 @@ def rollback(sm: StateManager, entity_id: str, version: int | None, *, reason: s
 
     started = time.perf_counter()
     entity_id = validate.identifier(entity_id, "entity_id")
-    branch = validate.identifier(branch or MAIN_BRANCH, "branch")
+    branch = validate.branch(branch)
     version = validate.optional_version(version, "version")
     reason = validate.optional_text(reason, "reason")
     plan = SavePlan(
@@ -120,7 +120,7 @@ def diff(sm: StateManager, entity_id: str, a: int | None, b: int | None, *, bran
     entity_id = validate.identifier(entity_id, "entity_id")
     a = validate.optional_version(a, "a")
     b = validate.optional_version(b, "b")
-    br = validate.identifier(branch or MAIN_BRANCH, "branch")
+    br = validate.branch(branch)
     max_rows = validate.count(max_rows, "max_rows")  # type: ignore[assignment]
     repo = sm._repo  # noqa: SLF001
 

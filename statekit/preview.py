@@ -23,7 +23,6 @@ import pyarrow as pa
 from . import codecs, validate
 from .errors import IntegrityError, NotFoundError, UntrustedPayloadError
 from .frames import ROWS_PER_CHUNK
-from .models import MAIN_BRANCH
 from .snapshot import StateSnapshot
 from .writer import alive
 
@@ -50,7 +49,7 @@ def preview(sm: StateManager, entity_id: str, version: int | None = None, *, bra
     """The snapshot's metadata and a preview of each of its values, reading only the chunks the previews need."""
     entity_id = validate.identifier(entity_id, "entity_id")
     version = validate.optional_version(version, "version")
-    b = validate.identifier(branch or MAIN_BRANCH, "branch")
+    b = validate.branch(branch)
     rows = validate.count(rows, "rows")  # type: ignore[assignment]
     repo = sm._repo  # noqa: SLF001 - same package
 

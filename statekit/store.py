@@ -252,7 +252,7 @@ class StateManager:
         try:
             entity_id = validate.identifier(entity_id, "entity_id")
             version = validate.optional_version(version, "version")
-            branch = validate.identifier(branch or MAIN_BRANCH, "branch")
+            branch = validate.branch(branch)
             only = set(validate.item_names(names)) if names is not None else None
             if version is not None:
                 sid = self._cache.lookup_version(entity_id, version)
@@ -273,8 +273,8 @@ class StateManager:
 
     def load_many(self, entity_ids: Iterable[str], *, branch: str | None = None) -> dict[str, dict[str, Any]]:
         """The heads of several entities, read in one transaction."""
-        ids = [validate.identifier(e, "entity_id") for e in entity_ids]
-        b = validate.identifier(branch or MAIN_BRANCH, "branch")
+        ids = validate.entity_ids(entity_ids)
+        b = validate.branch(branch)
         return self.db.run_hot(
             lambda cur, _a: {e: self._read_state(cur, e, None, b, None, False) for e in ids}, write=False
         )
@@ -337,7 +337,7 @@ class StateManager:
         """A snapshot's metadata now; its ``state`` is loaded on first access."""
         entity_id = validate.identifier(entity_id, "entity_id")
         version = validate.optional_version(version, "version")
-        b = validate.identifier(branch or MAIN_BRANCH, "branch")
+        b = validate.branch(branch)
 
         def work(cur: Any, _a: int) -> StateSnapshot:
             row = self._repo.read_snapshot(cur, entity_id, version, b)
@@ -359,7 +359,7 @@ class StateManager:
     def head_version(self, entity_id: str, branch: str | None = None) -> int | None:
         """The version at the head of ``branch`` (None when the entity or branch does not exist)."""
         entity_id = validate.identifier(entity_id, "entity_id")
-        b = validate.identifier(branch or MAIN_BRANCH, "branch")
+        b = validate.branch(branch)
 
         def work(cur: Any, _a: int) -> int | None:
             head = self._repo.branch_head(cur, entity_id, b)
@@ -470,13 +470,13 @@ class StateManager:
         """Write a consistent, self-contained backup file while other writers keep saving."""
         from . import backup
 
-        return backup.backup(self, path)
+        return backup.backup(self, validate.path(path, "The backup path"))
 
     def restore(self, path: str | os.PathLike[str], *, merge: bool = False) -> dict[str, Any]:
         """Load a backup file into this store (which must be empty unless ``merge=True``)."""
         from . import backup
 
-        return backup.restore(self, path, merge=merge)
+        return backup.restore(self, validate.path(path, "The backup path"), merge=validate.flag(merge, "merge"))
 
     # ================================================================= observers and metrics
 

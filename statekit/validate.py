@@ -22,7 +22,7 @@ import numpy as np
 
 from .codecs import dumps, is_plain_json
 from .errors import InvalidArgumentError
-from .models import MAX_ID_LENGTH, StateType
+from .models import MAIN_BRANCH, MAX_ID_LENGTH, StateType
 
 E = TypeVar("E", bound=enum.Enum)
 MAX_INT = 2**63 - 1
@@ -34,9 +34,16 @@ _HIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 private use, line and paragraph separators. Identifiers holding them look like other identifiers."""
 
 
-def shown(value: Any) -> str:
-    """A value for an error message: any hidden or control character escaped, never raw."""
-    return ascii(value) if isinstance(value, str) else ascii(repr(value))[1:-1]
+def shown(value: Any, limit: int = 80) -> str:
+    """A value for an error message: escaped (never raw control characters), short, and never failing
+    (an int of 5,000 digits or an object whose repr raises still gets a description)."""
+    try:
+        text = ascii(value) if isinstance(value, str) else ascii(repr(value))[1:-1]
+    except Exception:  # noqa: BLE001 - e.g. ValueError for ints past 4,300 digits
+        if isinstance(value, int):
+            return f"an integer of {value.bit_length()} bits"
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def identifier(value: Any, what: str) -> str:
@@ -60,6 +67,20 @@ def identifier(value: Any, what: str) -> str:
                 f"(U+{ord(ch):04X} in {shown(value)})."
             )
     return value
+
+
+def entity_ids(values: Any) -> list[str]:
+    """A list of entity ids. A single string is refused, not read as its characters ("abc" is not a, b, c)."""
+    if isinstance(values, (str, bytes, bytearray, Mapping)) or not isinstance(values, Iterable):
+        raise InvalidArgumentError(
+            f"entity_ids must be a list of entity ids, not {type(values).__name__} ({shown(values)})."
+        )
+    return [identifier(v, "entity_id") for v in values]
+
+
+def branch(value: Any, what: str = "branch") -> str:
+    """A branch name, ``main`` when None (and only None: a value whose truth is ambiguous is not a default)."""
+    return MAIN_BRANCH if value is None else identifier(value, what)
 
 
 def item_name(value: Any) -> str:
@@ -123,9 +144,9 @@ def optional_version(value: Any, what: str, *, allow_zero: bool = False) -> int 
         return None
     n = whole(value, what)
     if n < (0 if allow_zero else 1):
-        raise InvalidArgumentError(f"{what} must be {'0 or more' if allow_zero else '1 or more'}, not {n}.")
+        raise InvalidArgumentError(f"{what} must be {'0 or more' if allow_zero else '1 or more'}, not {shown(n)}.")
     if n > MAX_INT:
-        raise InvalidArgumentError(f"{what} must be at most {MAX_INT} (2**63 - 1), not {n}.")
+        raise InvalidArgumentError(f"{what} must be at most {MAX_INT} (2**63 - 1), not {shown(n)}.")
     return n
 
 
@@ -135,7 +156,7 @@ def count(value: Any, what: str, *, minimum: int = 0, optional: bool = False) ->
         return None
     n = whole(value, what)
     if not minimum <= n <= MAX_INT:
-        raise InvalidArgumentError(f"{what} must be a whole number from {minimum} to {MAX_INT}, not {n}.")
+        raise InvalidArgumentError(f"{what} must be a whole number from {minimum} to {MAX_INT}, not {shown(n)}.")
     return n
 
 
@@ -152,6 +173,16 @@ def seconds(value: Any, what: str, *, optional: bool = False) -> float | None:
     if not math.isfinite(s) or s < 0:
         raise InvalidArgumentError(f"{what} must be a finite number of seconds, 0 or more, not {shown(value)}.")
     return s
+
+
+def path(value: Any, what: str) -> str | os.PathLike[str]:
+    """A file path: text or a path object, without NUL characters or lone surrogates."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidArgumentError(f"{what} must be a file path, not {type(value).__name__} ({shown(value)}).")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text or "\x00" in text or not _utf8(text):
+        raise InvalidArgumentError(f"{what} is not a usable file path: {shown(value)}.")
+    return value
 
 
 def flag(value: Any, what: str) -> bool:

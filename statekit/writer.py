@@ -205,6 +205,8 @@ def lifetime(expires_in: Any) -> Any:
     never) or ``"never"``. A finite lifetime longer than MAX_LIFETIME is refused
     rather than overflowing the expiry date; pass ``"never"`` for values that must stay.
     """
+    from .validate import shown
+
     if expires_in is None:
         return DEFAULT_LIFETIME
     if expires_in is False or (isinstance(expires_in, str) and expires_in.strip().lower() == NEVER):
@@ -221,12 +223,12 @@ def lifetime(expires_in: Any) -> Any:
             f"expires_in must be a timedelta, a number of seconds or 'never', not {type(expires_in).__name__}."
         )
     if math.isnan(seconds) or seconds < 0:
-        raise InvalidArgumentError(f"expires_in must not be negative (or NaN), got {expires_in!r}.")
+        raise InvalidArgumentError(f"expires_in must not be negative (or NaN), got {shown(expires_in)}.")
     if math.isinf(seconds):
         return None
     if seconds > MAX_LIFETIME.total_seconds():
         raise InvalidArgumentError(
-            f"expires_in is longer than {MAX_LIFETIME.days // 365} years ({expires_in!r}); "
+            f"expires_in is longer than {MAX_LIFETIME.days // 365} years ({shown(expires_in)}); "
             "pass expires_in='never' for a value that must never expire."
         )
     return timedelta(seconds=seconds)
