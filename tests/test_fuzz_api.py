@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from statekit import StatekitError, StateManager, StateType
 from statekit.cli import cli
 
-FUZZ = settings(max_examples=int(os.environ.get("STATEKIT_FUZZ_EXAMPLES", "60")), deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("STATEKIT_FUZZ_EXAMPLES", "80")), deadline=None,
                 derandomize="STATEKIT_FUZZ_RANDOM" not in os.environ,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
@@ -42,7 +42,7 @@ SPECIAL = st.sampled_from([
     np.float32(2.5), np.bool_(True), np.array([1, 2]), np.array(3), "", " ", "main", "main ", "Main", "never", "e",
     "\ud800", "\x1b[2J", "a" * 256, "a" * 300, b"e", bytearray(b"x"), [], {}, (), {"a": 1}, ["e", "e"], {"x"},
     timedelta.max, timedelta(seconds=-1), timedelta(0), datetime.max, datetime(1, 1, 1), Decimal("NaN"),
-    datetime.now(timezone.utc), StateType.SESSION_STATE, "session_state", pd.NA, pd.NaT, object(), print,
+    datetime.now(UTC), StateType.SESSION_STATE, "session_state", pd.NA, pd.NaT, object(), print,
 ])
 PLAIN_LEAF = st.one_of(SPECIAL, HOSTILE_TEXT, st.integers(), st.floats(allow_nan=True, allow_infinity=True),
                        st.binary(max_size=8))
@@ -122,7 +122,7 @@ CALLS: dict[str, st.SearchStrategy[Any]] = {
     "last_intact": st.fixed_dictionaries({"entity_id": ENTITY}, optional={"branch": BRANCH}),
     "recover": st.fixed_dictionaries({"entity_id": ENTITY}, optional={
         "branch": BRANCH, "actor": TEXT, "reason": TEXT}),
-    "purge_expired": st.fixed_dictionaries({}, optional={"now": arg(None, datetime.now(timezone.utc))}),
+    "purge_expired": st.fixed_dictionaries({}, optional={"now": arg(None, datetime.now(UTC))}),
     "backup": st.fixed_dictionaries({"path": arg("b.bak", "sub/b.bak")}),
     "restore": st.fixed_dictionaries({"path": arg("b.bak", "missing.bak")}, optional={"merge": FLAG}),
     "subscribe": st.fixed_dictionaries({"callback": arg(print, lambda event: None)}, optional={
@@ -188,14 +188,42 @@ CLI_OPTION = st.sampled_from(["--json", "--branch", "-b", "--limit", "-n", "--in
 COMMANDS = ["entities", "log", "show", "diff", "verify", "recover", "purge-expired", "backup", "restore", "nope"]
 
 
+def _opt(name: str, value: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[list[str]]:
+    """An option (with a value when it takes one), present or not."""
+    present = st.just([name]) if value is None else value.map(lambda v: [name, v])
+    return st.one_of(st.just([]), present)
+
+
+def _good(*values: str) -> st.SearchStrategy[str]:
+    return st.one_of(st.sampled_from(values), st.sampled_from(values), CLI_TEXT, CLI_NUMBER)
+
+
+ENT, VER, BR = _good("e", "f", "nope"), _good("1", "2", "3"), _good("main", "dev")
+PATH = _good("b.bak", "missing.bak", "sub/x.bak").map(lambda a: "x" if a.startswith(("/", "~")) else a)
+JSON = _opt("--json")
+SHAPES: dict[str, list[st.SearchStrategy[list[str]]]] = {
+    "entities": [JSON],
+    "log": [ENT.map(lambda e: [e]), _opt("--branch", BR), _opt("-n", VER), _opt("--include-expired"), JSON],
+    "show": [ENT.map(lambda e: [e]), _opt("", VER).map(lambda o: o[1:]), _opt("--branch", BR), _opt("--rows", VER),
+             _opt("--include-expired"), JSON],
+    "diff": [ENT.map(lambda e: [e]), VER.map(lambda v: [v]), _opt("", VER).map(lambda o: o[1:]), _opt("--branch", BR),
+             JSON],
+    "verify": [_opt("", ENT).map(lambda o: o[1:]), JSON],
+    "recover": [ENT.map(lambda e: [e]), _opt("--branch", BR), _opt("--reason", CLI_TEXT), JSON],
+    "purge-expired": [_opt("--dry-run"), JSON],
+    "backup": [PATH.map(lambda p: [p]), JSON],
+    "restore": [PATH.map(lambda p: [p]), _opt("--merge"), JSON],
+}
+
+
 def _cli_args(url: str) -> st.SearchStrategy[list[str]]:
-    part = st.one_of(CLI_TEXT, CLI_NUMBER, CLI_OPTION, CLI_TEXT.map(lambda s: s.lstrip("/~") or "x"))
-    return st.tuples(st.sampled_from(COMMANDS), st.lists(part, max_size=5)).map(
-        lambda t: ["--url", url, t[0], *[_cli_path(a) for a in t[1]]])
-
-
-def _cli_path(a: str) -> str:
-    return "x" if a.startswith(("/", "~")) else a
+    """A command line shaped like a real one (so it gets past the parser), with hostile values in its slots,
+    and now and then a shuffled or unknown one."""
+    shaped = st.sampled_from(sorted(SHAPES)).flatmap(
+        lambda cmd: st.tuples(*SHAPES[cmd]).map(lambda parts: [cmd, *[a for p in parts for a in p]]))
+    loose = st.tuples(st.sampled_from(COMMANDS), st.lists(st.one_of(CLI_TEXT, CLI_NUMBER, CLI_OPTION), max_size=4)).map(
+        lambda t: [t[0], *[_cli_path(a) for a in t[1]]])
+    return st.one_of(shaped, shaped, shaped, loose).map(lambda args: ["--url", url, *args])
 
 
 def test_every_cli_command_exits_with_a_documented_code(fuzzed: StateManager) -> None:
@@ -213,3 +241,8 @@ def test_every_cli_command_exits_with_a_documented_code(fuzzed: StateManager) ->
             assert len(result.stderr.splitlines()) == 1, (args, result.stderr)
 
     one()
+
+
+def _cli_path(a: str) -> str:
+    """Fuzzed paths stay inside the test's own directory."""
+    return "x" if a.startswith(("/", "~")) else a
