@@ -63,7 +63,7 @@ def identifier(value: Any, what: str) -> str:
     for ch in value:
         if unicodedata.category(ch) in _HIDDEN:
             raise InvalidArgumentError(
-                f"{what} must not contain control, format or invisible characters "
+                f"{what} must not contain control characters or other invisible characters "
                 f"(U+{ord(ch):04X} in {shown(value)})."
             )
     return value
