@@ -2,7 +2,11 @@
 
 Every subcommand calls one library function (``StateManager`` methods,
 ``statekit.maintenance``) and prints its result: a table by default, JSON with
-``--json``. ``--url`` defaults to what ``StateManager()`` uses: ``$STATEKIT_URL``,
+``--json``. Everything printed for people has its control, bidi and invisible
+characters escaped (``\\x1b``, ``\\u202e``): stored text never acts on the terminal.
+``--json`` is ASCII-only standard JSON (NaN and infinities as null, non-text keys
+as text); ``show`` gives frames and arrays as shape, dtypes and first rows
+(``--rows``), reading only those. ``--url`` defaults to what ``StateManager()`` uses: ``$STATEKIT_URL``,
 else ``.statekit/state.db``. Commands that read a SQLite store refuse a file
 that does not exist instead of creating an empty store (``restore`` creates it).
 
@@ -234,7 +238,7 @@ def verify(ctx: click.Context, entity: str | None, url: str | None, as_json: boo
     if errors.empty:
         return 0
     echo(f"statekit: error: verify found {len(errors)} integrity problems in "
-          f"{errors['snapshot_id'].nunique()} snapshots", err=True)
+         f"{errors['snapshot_id'].nunique()} snapshots", err=True)
     return EXIT_INTEGRITY
 
 
@@ -266,7 +270,7 @@ def purge_expired(ctx: click.Context, dry_run: bool, url: str | None, as_json: b
             branches = frame[frame["kind"] == "branch"]
             verb = "Would remove" if dry_run else "Removed"
             say(f"{verb} {len(snaps)} snapshots, {len(chunks)} payload chunks "
-                       f"({size(int(chunks['size_bytes'].sum()))}) and {len(branches)} branches.")
+                f"({size(int(chunks['size_bytes'].sum()))}) and {len(branches)} branches.")
             if len(snaps):
                 table(snaps[["entity_id", "version", "branch", "expires_at", "size_bytes"]], "")
 
