@@ -211,7 +211,12 @@ def lifetime(expires_in: Any) -> Any:
         return DEFAULT_LIFETIME
     if expires_in is False or (isinstance(expires_in, str) and expires_in.strip().lower() == NEVER):
         return None
-    if isinstance(expires_in, timedelta):
+    if isinstance(expires_in, np.timedelta64):
+        try:
+            seconds = float(expires_in / np.timedelta64(1, "s"))  # NaT gives NaN, refused below
+        except (TypeError, ValueError, OverflowError):  # e.g. years and months, which have no fixed length
+            seconds = math.nan
+    elif isinstance(expires_in, timedelta):
         seconds = expires_in.total_seconds()
     elif isinstance(expires_in, numbers.Real) and not isinstance(expires_in, (bool, np.bool_)):
         try:

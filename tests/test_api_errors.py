@@ -90,6 +90,10 @@ def test_numpy_numbers_are_accepted_where_python_numbers_are(sm: StateManager) -
     assert snap.version == 2 and snap.expires_at - snap.created_at == timedelta(minutes=1)
     assert sm.load("e", np.int32(1)) == {"a": 1}
     assert len(sm.history("e", limit=np.int64(1))) == 1
+    snap = sm.save("e", {"a": 3}, expires_in=np.timedelta64(2, "h"))
+    assert snap.expires_at - snap.created_at == timedelta(hours=2)
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        sm.save("e", {"a": 3}, expires_in=np.timedelta64("NaT"))
     assert sm.save("e", {"a": 3}, expires_in="never").expires_at is None
     assert sm.save("e", {"a": 4}, expires_in=float("inf")).expires_at is None  # infinity means never
 
