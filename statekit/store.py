@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
 
 from . import codecs, validate, writer
 from .cache import CachedState, StateCache
@@ -57,6 +58,10 @@ class StateManager:
         durability: str = "full",
         lock_timeout: float = 60.0,
     ):
+        if url is not None and not isinstance(url, sa.engine.URL):
+            validate.url(url)
+        if db is not None and not isinstance(db, DatabaseManager):
+            raise InvalidArgumentError(f"db must be a DatabaseManager, not {type(db).__name__}.")
         lock_timeout = validate.seconds(lock_timeout, "lock_timeout")  # type: ignore[assignment]
         cache_size = validate.count(cache_size, "cache_size")  # type: ignore[assignment]
         cache_bytes = validate.count(cache_bytes, "cache_bytes")  # type: ignore[assignment]

@@ -185,6 +185,16 @@ def path(value: Any, what: str) -> str | os.PathLike[str]:
     return value
 
 
+def url(value: Any) -> Any:
+    """A store URL or SQLite file path: text (or a path object) without NUL characters or lone surrogates."""
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(text, str) or "\x00" in text or not _utf8(text):
+        raise InvalidArgumentError(
+            f"url must be a SQLAlchemy URL or a SQLite file path (text without NUL characters), not {shown(value)}."
+        )
+    return value
+
+
 def flag(value: Any, what: str) -> bool:
     """A yes/no argument: True, False (or numpy's bools). Anything else is a mistake, not a truth value."""
     if isinstance(value, (bool, np.bool_)):

@@ -77,10 +77,13 @@ def test_out_of_range_arguments_are_refused_alike_on_both_backends(sm: StateMana
     ({"cache_bytes": "lots"}, "cache_bytes"),
     ({"allow_pickle": "yes"}, "allow_pickle"),
     ({"actor": "a" * 256}, "limit is 255"),
+    ({"url": "sqlite:///a\x00b"}, "url"),
+    ({"url": "\ud800.db"}, "url"),
+    ({"db": "sqlite:///x.db"}, "DatabaseManager"),
 ])
 def test_constructor_arguments_are_checked(store_url: str, kwargs: dict, fragment: str) -> None:
     with pytest.raises(InvalidArgumentError, match=fragment):
-        StateManager(store_url, **kwargs)
+        StateManager(kwargs.pop("url", store_url), **kwargs)
 
 
 def test_numpy_numbers_are_accepted_where_python_numbers_are(sm: StateManager) -> None:
