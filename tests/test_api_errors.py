@@ -83,6 +83,7 @@ def test_out_of_range_arguments_are_refused_alike_on_both_backends(sm: StateMana
 ])
 def test_constructor_arguments_are_checked(store_url: str, kwargs: dict, fragment: str) -> None:
     with pytest.raises(InvalidArgumentError, match=fragment):
+        kwargs = dict(kwargs)
         StateManager(kwargs.pop("url", store_url), **kwargs)
 
 
