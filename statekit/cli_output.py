@@ -19,6 +19,7 @@ import pandas as pd
 
 from .formatting import json_safe, terminal_safe
 from .preview import Preview
+from .validate import shown
 
 MAX_ROWS = 100
 """A table on a terminal stops here; --json prints everything."""
@@ -87,7 +88,7 @@ def cell(v: Any) -> str:
         else:
             text = repr(v) if not isinstance(v, (int, float, np.number)) else str(v)
     except Exception:  # noqa: BLE001 - a value whose str() fails still gets a cell
-        text = f"<{type(v).__name__}>"
+        text = f"<{shown(v, 200)}>"
     return terminal_safe(text)
 
 
@@ -103,7 +104,7 @@ def summary(p: Preview, width: int = 70) -> str:
         try:
             text = " ".join(repr(p.value).split())
         except Exception:  # noqa: BLE001 - a broken __repr__ of an unpickled value
-            text = f"<{p.type_name}>"
+            text = f"<{shown(p.value, 200)}>"
     text = terminal_safe(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
