@@ -2,7 +2,11 @@
 
 Every subcommand calls one library function (``StateManager`` methods,
 ``statekit.maintenance``) and prints its result: a table by default, JSON with
-``--json``. ``--url`` defaults to what ``StateManager()`` uses: ``$STATEKIT_URL``,
+``--json``. Everything printed for people has its control, bidi and invisible
+characters escaped (``\\x1b``, ``\\u202e``): stored text never acts on the terminal.
+``--json`` is ASCII-only standard JSON (NaN and infinities as null, non-text keys
+as text); ``show`` gives frames and arrays as shape, dtypes and first rows
+(``--rows``), reading only those. ``--url`` defaults to what ``StateManager()`` uses: ``$STATEKIT_URL``,
 else ``.statekit/state.db``. Commands that read a SQLite store refuse a file
 that does not exist instead of creating an empty store (``restore`` creates it).
 
@@ -20,26 +24,27 @@ Exit codes scripts can rely on; on failure, one line on stderr:
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
+import os
 import sys
 from collections.abc import Callable
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from . import maintenance
+from .cli_output import cell, echo, head_table, preview_json, records, say, size, snapshot_dict, summary, table
 from .db import resolve_url
 from .errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError, StatekitError
+from .formatting import json_safe, terminal_safe
+from .preview import HEAD_ROWS, preview
 from .store import StateManager
+from .validate import MAX_INT
 
-MAX_ROWS = 100
-"""A table on a terminal stops here; --json prints everything."""
 EXIT_ERROR, EXIT_USAGE, EXIT_INTEGRITY, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4, 5
 CODES: list[tuple[type[BaseException], int]] = [
     (InvalidArgumentError, EXIT_USAGE), (IntegrityError, EXIT_INTEGRITY),
@@ -48,8 +53,8 @@ CODES: list[tuple[type[BaseException], int]] = [
 
 
 def _fail(message: str, code: int) -> None:
-    text = " ".join(str(message).split())  # always one line
-    click.echo(f"statekit: error: {text}", err=True)
+    text = terminal_safe(" ".join(str(message).split()))  # always one line, no terminal controls
+    echo(f"statekit: error: {text}", err=True)
     sys.exit(code)
 
 
@@ -75,7 +80,17 @@ class _Shell(click.Group):
             orig = getattr(exc, "orig", None) or exc
             _fail(f"cannot use the store: {str(orig).strip().splitlines()[0] if str(orig).strip() else orig!r}",
                   EXIT_ERROR)
+        except BrokenPipeError:  # the reader (e.g. `| head`) stopped reading: nothing left to say
+            _quiet_stdout()
+            sys.exit(EXIT_ERROR)
+        except Exception as exc:  # noqa: BLE001 - a defect: one line, never a traceback, still exit 1
+            _fail(f"internal error ({type(exc).__name__}: {exc}); please report it", EXIT_ERROR)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _quiet_stdout() -> None:
+    with contextlib.suppress(OSError):
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the closed pipe until exit
 
 
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -123,10 +138,11 @@ class _Run:
             self._sm = StateManager(self.url)
         return self._sm
 
-    def out(self, data: Any, human: Callable[[], None]) -> None:
+    def out(self, data: Callable[[], Any], human: Callable[[], None]) -> None:
+        """Print ``data()`` as JSON (ASCII only, no NaN: any JSON reader takes it) or call ``human()``."""
         if self.json:
             indent = 2 if sys.stdout.isatty() else None
-            click.echo(json.dumps(data, default=_default, ensure_ascii=False, indent=indent))
+            click.echo(json.dumps(json_safe(data()), ensure_ascii=True, allow_nan=False, indent=indent))
         else:
             human()
 
@@ -141,13 +157,13 @@ def entities(ctx: click.Context, url: str | None, as_json: bool) -> None:
     """List the entities in the store."""
     with _Run(ctx, url, as_json) as run:
         frame = run.sm.entities()
-        run.out(_records(frame), lambda: _table(frame, "no entities"))
+        run.out(lambda: records(frame), lambda: table(frame, "no entities"))
 
 
 @cli.command()
 @click.argument("entity")
 @click.option("--branch", "-b", default=None, help="Only this branch's versions.")
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=None, help="Only the newest N versions.")
+@click.option("--limit", "-n", type=click.IntRange(min=1, max=MAX_INT), default=None, help="Only the newest N versions.")
 @click.option("--include-expired", is_flag=True, help="Also list expired versions not purged yet.")
 @_common
 @click.pass_context
@@ -159,39 +175,45 @@ def log(ctx: click.Context, entity: str, branch: str | None, limit: int | None, 
         if frame.empty and entity not in set(run.sm.entities()["entity_id"]):
             raise NotFoundError(f"No entity {entity!r} in this store; see 'statekit entities'.")
         cols = ["version", "branch", "parent_version", "kind", "created_at", "actor", "message", "names", "size_bytes"]
-        run.out(_records(frame), lambda: _table(frame[cols], "no versions"))
+        run.out(lambda: records(frame), lambda: table(frame[cols], "no versions"))
 
 
 @cli.command()
 @click.argument("entity")
-@click.argument("version", type=click.IntRange(min=1), required=False)
+@click.argument("version", type=click.IntRange(min=1, max=MAX_INT), required=False)
 @click.option("--branch", "-b", default=None, help="The branch whose head to show (default main).")
 @click.option("--include-expired", is_flag=True, help="Show a version that has expired but is not purged yet.")
+@click.option("--rows", "-r", type=click.IntRange(min=0, max=10_000), default=HEAD_ROWS, show_default=True,
+              help="How many first rows of each DataFrame or Series to show.")
 @_common
 @click.pass_context
 def show(ctx: click.Context, entity: str, version: int | None, branch: str | None, include_expired: bool,
-         url: str | None, as_json: bool) -> None:
-    """One version of ENTITY (default: the head): its metadata and values."""
+         rows: int, url: str | None, as_json: bool) -> None:
+    """One version of ENTITY (default: the head): its metadata and values (frames: shape, dtypes, first rows)."""
     with _Run(ctx, url, as_json) as run:
-        snap = run.sm.get(entity, version, branch=branch, include_expired=include_expired)
-        state = run.sm.load(entity, snap.version, include_expired=include_expired)
-        meta = _snapshot_dict(snap)
+        snap, previews = preview(run.sm, entity, version, branch=branch, include_expired=include_expired, rows=rows)
+        meta = snapshot_dict(snap)
 
         def human() -> None:
             width = max(map(len, meta))
             for k, v in meta.items():
-                click.echo(f"{k:<{width}}  {_cell(v)}")
-            click.echo("")
-            rows = [{"name": n, "type": type(v).__name__, "value": _preview(v)} for n, v in state.items()]
-            _table(pd.DataFrame(rows, columns=["name", "type", "value"]), "no values")
+                echo(f"{k:<{width}}  {cell(v)}")
+            echo("")
+            listing = [{"name": n, "type": p.type_name, "value": summary(p)} for n, p in previews.items()]
+            table(pd.DataFrame(listing, columns=["name", "type", "value"]), "no values")
+            for n, p in previews.items():
+                if isinstance(p.head, (pd.DataFrame, pd.Series)) and len(p.head):
+                    echo("")
+                    say(f"{n}: first {len(p.head)} of {p.shape[0] if p.shape else '?'} rows")
+                    head_table(p.head)
 
-        run.out({"snapshot": meta, "state": {k: _jsonable(v) for k, v in state.items()}}, human)
+        run.out(lambda: {"snapshot": meta, "state": {k: preview_json(p) for k, p in previews.items()}}, human)
 
 
 @cli.command()
 @click.argument("entity")
-@click.argument("a", type=click.IntRange(min=1))
-@click.argument("b", type=click.IntRange(min=1), required=False)
+@click.argument("a", type=click.IntRange(min=1, max=MAX_INT))
+@click.argument("b", type=click.IntRange(min=1, max=MAX_INT), required=False)
 @click.option("--branch", default=None, help="The branch whose head B defaults to (default main).")
 @_common
 @click.pass_context
@@ -200,7 +222,7 @@ def diff(ctx: click.Context, entity: str, a: int, b: int | None, branch: str | N
     """What changed in ENTITY from version A to version B (default: the head)."""
     with _Run(ctx, url, as_json) as run:
         frame = run.sm.diff(entity, a, b, branch=branch)
-        run.out(_records(frame), lambda: _table(frame, "no differences"))
+        run.out(lambda: records(frame), lambda: table(frame, "no differences"))
 
 
 @cli.command()
@@ -211,12 +233,12 @@ def verify(ctx: click.Context, entity: str | None, url: str | None, as_json: boo
     """Check checksums, payloads, parents and branch heads (of ENTITY, or the whole store)."""
     with _Run(ctx, url, as_json) as run:
         frame = maintenance.verify(run.sm, entity)
-        run.out(_records(frame), lambda: _table(frame, "OK: no problems found"))
+        run.out(lambda: records(frame), lambda: table(frame, "OK: no problems found"))
     errors = frame[frame["severity"] == "error"]
     if errors.empty:
         return 0
-    click.echo(f"statekit: error: verify found {len(errors)} integrity problems in "
-               f"{errors['snapshot_id'].nunique()} snapshots", err=True)
+    echo(f"statekit: error: verify found {len(errors)} integrity problems in "
+         f"{errors['snapshot_id'].nunique()} snapshots", err=True)
     return EXIT_INTEGRITY
 
 
@@ -231,7 +253,7 @@ def recover(ctx: click.Context, entity: str, branch: str | None, reason: str | N
     """Make ENTITY's last intact version its new head (recorded as a 'recover' transition)."""
     with _Run(ctx, url, as_json) as run:
         snap = maintenance.recover(run.sm, entity, branch, reason=reason)
-        run.out(_snapshot_dict(snap), lambda: click.echo(f"{entity} v{snap.version} ({snap.kind}): {snap.message}"))
+        run.out(lambda: snapshot_dict(snap), lambda: say(f"{entity} v{snap.version} ({snap.kind}): {snap.message}"))
 
 
 @cli.command("purge-expired")
@@ -247,12 +269,12 @@ def purge_expired(ctx: click.Context, dry_run: bool, url: str | None, as_json: b
             snaps, chunks = frame[frame["kind"] == "snapshot"], frame[frame["kind"] == "chunk"]
             branches = frame[frame["kind"] == "branch"]
             verb = "Would remove" if dry_run else "Removed"
-            click.echo(f"{verb} {len(snaps)} snapshots, {len(chunks)} payload chunks "
-                       f"({_size(int(chunks['size_bytes'].sum()))}) and {len(branches)} branches.")
+            say(f"{verb} {len(snaps)} snapshots, {len(chunks)} payload chunks "
+                f"({size(int(chunks['size_bytes'].sum()))}) and {len(branches)} branches.")
             if len(snaps):
-                _table(snaps[["entity_id", "version", "branch", "expires_at", "size_bytes"]], "")
+                table(snaps[["entity_id", "version", "branch", "expires_at", "size_bytes"]], "")
 
-        run.out(_records(frame), human)
+        run.out(lambda: records(frame), human)
 
 
 @cli.command()
@@ -264,9 +286,9 @@ def backup(ctx: click.Context, path: str, url: str | None, as_json: bool) -> Non
     with _Run(ctx, url, as_json) as run:
         info = run.sm.backup(path)
         counts = info["counts"]
-        run.out(info, lambda: click.echo(
+        run.out(lambda: info, lambda: say(
             f"Backed up {counts['state_entities']} entities, {counts['state_snapshots']} snapshots and "
-            f"{counts['state_transitions']} transitions to {info['path']} ({_size(info['bytes'])})."))
+            f"{counts['state_transitions']} transitions to {info['path']} ({size(info['bytes'])})."))
 
 
 @cli.command()
@@ -278,7 +300,7 @@ def restore(ctx: click.Context, path: str, merge: bool, url: str | None, as_json
     """Load the backup at PATH into the store (which must be empty unless --merge)."""
     with _Run(ctx, url, as_json, create=True) as run:
         info = run.sm.restore(path, merge=merge)
-        run.out(info, lambda: click.echo(
+        run.out(lambda: info, lambda: say(
             f"Restored {info['snapshots_added']} snapshots ({info['snapshots_skipped']} already present), "
             f"{info['transitions_added']} transitions and {info['chunks_added']} payload chunks from {path}."))
 
@@ -286,94 +308,3 @@ def restore(ctx: click.Context, path: str, merge: bool, url: str | None, as_json
 def main() -> None:
     """Console entry point (``statekit``) and ``python -m statekit``."""
     cli.main(prog_name="statekit")
-
-
-# ================================================================ output
-
-
-def _table(frame: pd.DataFrame, empty: str) -> None:
-    if frame.empty:
-        if empty:
-            click.echo(empty)
-        return
-    shown = frame.head(MAX_ROWS).copy()
-    for c in shown.columns:
-        shown[c] = [_cell(v) for v in shown[c]]
-    click.echo(shown.to_string(index=False, max_colwidth=60))
-    if len(frame) > MAX_ROWS:
-        click.echo(f"... and {len(frame) - MAX_ROWS} more rows (--json prints them all)")
-
-
-def _cell(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT:
-        return ""
-    if isinstance(v, (pd.Timestamp, datetime)):
-        return v.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(v, (list, tuple)):
-        return ", ".join(map(str, v))
-    if isinstance(v, dict):
-        return json.dumps(v, default=_default, ensure_ascii=False) if v else ""
-    return str(v)
-
-
-def _preview(v: Any, width: int = 70) -> str:
-    if isinstance(v, pd.DataFrame):
-        cols = ", ".join(f"{c}: {t}" for c, t in v.dtypes.astype(str).items())
-        text = f"{v.shape[0]} rows x {v.shape[1]} columns ({cols})"
-    elif isinstance(v, pd.Series):
-        text = f"{len(v)} values, dtype {v.dtype}"
-    elif isinstance(v, np.ndarray):
-        text = f"shape {v.shape}, dtype {v.dtype}"
-    else:
-        text = " ".join(repr(v).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-def _snapshot_dict(snap: Any) -> dict[str, Any]:
-    keys = ["entity_id", "version", "branch", "kind", "state_type", "status", "created_at", "expires_at", "actor",
-            "message", "parent_version", "snapshot_id", "parent_snapshot_id", "checksum", "names", "size_bytes",
-            "new_bytes", "metadata"]
-    return {k: getattr(snap, k) for k in keys}
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
-
-
-def _plain(v: Any) -> Any:
-    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
-        return None
-    return v
-
-
-def _default(v: Any) -> Any:
-    """JSON for what ``json`` cannot write: times, numpy scalars, enums, sets, bytes."""
-    if isinstance(v, (datetime, date, pd.Timestamp)):
-        return v.isoformat()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, (set, frozenset, tuple)):
-        return list(v)
-    if isinstance(v, bytes):
-        return v.hex()
-    if hasattr(v, "value") and isinstance(getattr(v, "value", None), str):
-        return v.value
-    return repr(v)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (pd.DataFrame, pd.Series)):
-        kind = type(v).__name__
-        return {"type": kind, **json.loads(v.to_json(orient="split", date_format="iso", default_handler=str))}
-    if isinstance(v, np.ndarray):
-        return {"type": "ndarray", "dtype": str(v.dtype), "shape": list(v.shape), "data": v.tolist()}
-    return v

@@ -31,9 +31,13 @@ def diff_states(old: Mapping[str, Any], new: Mapping[str, Any], *, max_rows: int
 
 
 def to_frame(rows: list[dict[str, Any]], max_rows: int = MAX_ROWS) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    """The rows as a DataFrame whose ``old`` and ``new`` hold the values exactly (object dtype, never cast)."""
+    frame = pd.DataFrame([{c: r[c] for c in COLUMNS[:3]} for r in rows], columns=COLUMNS[:3])
     for c in ("old", "new"):
-        frame[c] = frame[c].astype(object)
+        column = np.empty(len(rows), dtype=object)
+        for i, r in enumerate(rows):
+            column[i] = r[c]
+        frame[c] = pd.Series(column, index=frame.index, dtype=object)
     return frame
 
 
@@ -108,49 +112,106 @@ def summarize(v: Any) -> Any:
     return v
 
 
+def _column_keys(frame: pd.DataFrame) -> list[tuple[Any, int]]:
+    """Each column as (label, n): its label and which occurrence of that label it is (0 unless duplicated)."""
+    seen: dict[Any, int] = {}
+    keys = []
+    for label in frame.columns:
+        try:
+            n = seen.get(label, 0)
+            seen[label] = n + 1
+        except TypeError:  # an unhashable label: match it by its text
+            label = repr(label)
+            n = seen.get(label, 0)
+            seen[label] = n + 1
+        keys.append((label, n))
+    return keys
+
+
+def _col_text(key: tuple[Any, int]) -> str:
+    label, n = key
+    return _label(label) if n == 0 else f"{_label(label)} (#{n + 1})"
+
+
 def _diff_frames(name: str, old: pd.DataFrame, new: pd.DataFrame, max_rows: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for col in old.columns:
-        if col not in new.columns:
-            rows.append(_row(name, f"{name}.columns[{col!r}]", "removed", str(old[col].dtype), None))
-    for col in new.columns:
-        if col not in old.columns:
-            rows.append(_row(name, f"{name}.columns[{col!r}]", "added", None, str(new[col].dtype)))
-        elif str(old[col].dtype) != str(new[col].dtype):
-            rows.append(_row(name, f"{name}.dtypes[{col!r}]", "changed", str(old[col].dtype), str(new[col].dtype)))
-    if not (old.index.is_unique and new.index.is_unique):
-        old, new = old.reset_index(drop=True), new.reset_index(drop=True)
-    removed = old.index.difference(new.index, sort=False)
-    added = new.index.difference(old.index, sort=False)
+    old_keys, new_keys = _column_keys(old), _column_keys(new)
+    old_pos = {k: i for i, k in enumerate(old_keys)}
+    new_pos = {k: i for i, k in enumerate(new_keys)}
+    for key, i in old_pos.items():
+        if key not in new_pos:
+            rows.append(_row(name, f"{name}.columns[{_col_text(key)}]", "removed", str(old.dtypes.iloc[i]), None))
+    for key, j in new_pos.items():
+        if key not in old_pos:
+            rows.append(_row(name, f"{name}.columns[{_col_text(key)}]", "added", None, str(new.dtypes.iloc[j])))
+        elif str(old.dtypes.iloc[old_pos[key]]) != str(new.dtypes.iloc[j]):
+            rows.append(_row(name, f"{name}.dtypes[{_col_text(key)}]", "changed", str(old.dtypes.iloc[old_pos[key]]),
+                             str(new.dtypes.iloc[j])))
+    old_index, new_index, by_label = _matchable(old.index, new.index)
+    loc = "loc" if by_label else "iloc"
+    removed = old_index.difference(new_index, sort=False)
+    added = new_index.difference(old_index, sort=False)
     for label in removed[:max_rows]:
-        rows.append(_row(name, f"{name}.loc[{label!r}]", "removed", _record(old, label), None))
+        rows.append(_row(name, f"{name}.{loc}[{_label(label)}]", "removed", _record(old, old_keys, old_index.get_loc(label)),
+                         None))
     rows.extend(_more(name, "removed", "rows", len(removed) - max_rows))
     for label in added[:max_rows]:
-        rows.append(_row(name, f"{name}.loc[{label!r}]", "added", None, _record(new, label)))
+        rows.append(_row(name, f"{name}.{loc}[{_label(label)}]", "added", None, _record(new, new_keys, new_index.get_loc(label))))
     rows.extend(_more(name, "added", "rows", len(added) - max_rows))
-    common = old.index.intersection(new.index, sort=False)
+    common = old_index.intersection(new_index, sort=False)
     if len(common) == 0:
         return rows
+    old_rows, new_rows = old_index.get_indexer(common), new_index.get_indexer(common)
     shown = 0
     hidden = 0
-    for col in [c for c in new.columns if c in old.columns]:
-        a = old[col].reindex(common)
-        b = new[col].reindex(common)
-        try:
-            same = (a == b).to_numpy(dtype=bool, na_value=False)
-        except (TypeError, ValueError):
-            same = np.array([_equal(x, y) for x, y in zip(a, b, strict=True)], dtype=bool)
-        both_na = (a.isna() & b.isna()).to_numpy(dtype=bool, na_value=False)
-        changed = np.flatnonzero(~(same | both_na))
+    for key, j in new_pos.items():
+        if key not in old_pos:
+            continue
+        a = old.iloc[old_rows, old_pos[key]]
+        b = new.iloc[new_rows, j]
+        changed = np.flatnonzero(~_same(a, b))
         room = max(max_rows - shown, 0)
         for pos in changed[:room]:
-            label = common[pos]
-            rows.append(_row(name, f"{name}.loc[{label!r}, {col!r}]", "changed", _scalar(a.iloc[pos]),
+            rows.append(_row(name, f"{name}.{loc}[{_label(common[pos])}, {_col_text(key)}]", "changed", _scalar(a.iloc[pos]),
                              _scalar(b.iloc[pos])))
         shown += min(room, len(changed))
         hidden += max(len(changed) - room, 0)
     rows.extend(_more(name, "changed", "cells", hidden))
     return rows
+
+
+def _matchable(old: pd.Index, new: pd.Index) -> tuple[pd.Index, pd.Index, bool]:
+    """Indexes rows can be matched by: the frames' own when both are unique and comparable, else positions."""
+    try:  # labels may be unhashable (dicts) or not comparable with each other
+        if old.is_unique and new.is_unique:
+            old.difference(new, sort=False)
+            new.difference(old, sort=False)
+            old.intersection(new, sort=False)
+            return old, new, True
+    except (TypeError, ValueError):
+        pass
+    return pd.RangeIndex(len(old)), pd.RangeIndex(len(new)), False
+
+
+def _label(label: Any) -> str:
+    """An index label as Python would write it (numpy scalars as plain numbers)."""
+    if isinstance(label, tuple):
+        return repr(tuple(_scalar(x) for x in label))
+    return repr(_scalar(label))
+
+
+def _same(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """Cell by cell: equal, or missing on both sides."""
+    a, b = a.reset_index(drop=True), b.reset_index(drop=True)
+    try:
+        same = (a == b).to_numpy(dtype=bool, na_value=False)
+    except (TypeError, ValueError):
+        same = np.array([_equal(x, y) for x, y in zip(a, b, strict=True)], dtype=bool)
+    try:
+        both_na = (a.isna() & b.isna()).to_numpy(dtype=bool, na_value=False)
+    except (TypeError, ValueError):
+        both_na = np.zeros(len(a), dtype=bool)
+    return same | both_na
 
 
 def _more(name: str, change: str, what: str, count: int) -> list[dict[str, Any]]:
@@ -160,9 +221,18 @@ def _more(name: str, change: str, what: str, count: int) -> list[dict[str, Any]]
     return [_row(name, f"{name}: {count:,} more {change} {what}", change, None, f"{count:,} not shown")]
 
 
-def _record(frame: pd.DataFrame, label: Any) -> dict[str, Any]:
-    return {str(k): _scalar(v) for k, v in frame.loc[label].items()}
+def _record(frame: pd.DataFrame, keys: list[tuple[Any, int]], row: Any) -> dict[Any, Any]:
+    """One row as {column label: exact value}, read column by column so no dtype is widened."""
+    out: dict[Any, Any] = {}
+    for j, key in enumerate(keys):
+        out[key[0] if key[1] == 0 else _col_text(key)] = _scalar(frame.iloc[row, j])
+    return out
+
+
+_EXACT_ITEM = (np.integer, np.bool_, np.str_, np.bytes_, np.float16, np.float32, np.float64, np.complex64,
+               np.complex128)
 
 
 def _scalar(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
+    """A numpy scalar as the Python value it equals exactly; others (datetime64, longdouble...) as they are."""
+    return v.item() if isinstance(v, _EXACT_ITEM) else v

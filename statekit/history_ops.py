@@ -11,7 +11,7 @@ import pandas as pd
 from . import codecs, validate
 from .db import utcnow
 from .diff import MISSING, diff_values, to_frame
-from .errors import ConflictError, NotFoundError
+from .errors import ConflictError, InvalidArgumentError, NotFoundError
 from .integrity import SqlSource, chunk_faults
 from .models import MAIN_BRANCH, SnapshotStatus, TransitionType
 from .repository import SnapshotRow, _damaged
@@ -26,13 +26,14 @@ def create_branch(sm: StateManager, entity_id: str, name: str, from_version: int
     entity_id = validate.identifier(entity_id, "entity_id")
     name = validate.identifier(name, "branch name")
     from_version = validate.optional_version(from_version, "from_version")
-    actor = validate.optional_text(actor, "actor") or sm.actor
+    actor = validate.actor(actor) or sm.actor
     reason = validate.optional_text(reason, "reason")
     repo = sm._repo  # noqa: SLF001 - same package
 
     def work(cur: Any, _attempt: int) -> tuple[StateSnapshot, StateTransition]:
         if repo.branch_head(cur, entity_id, name) is not None:
             raise ConflictError(f"Entity {entity_id!r} already has a branch {name!r}.")
+        _refuse_lookalike(sm, cur, entity_id, name)
         base = repo.read_snapshot(cur, entity_id, from_version, MAIN_BRANCH)
         if base is None:
             raise sm._not_found(cur, entity_id, from_version, MAIN_BRANCH)  # noqa: SLF001
@@ -54,18 +55,30 @@ def create_branch(sm: StateManager, entity_id: str, name: str, from_version: int
     return snap
 
 
+def _refuse_lookalike(sm: StateManager, cur: Any, entity_id: str, name: str) -> None:
+    """Refuse a branch whose name differs from an existing one only by case: people cannot tell them apart."""
+    cur.execute(sm.db.sql("SELECT name FROM state_branches WHERE entity_id = :e"), {"e": entity_id})
+    folded = name.casefold()
+    for (existing,) in cur.fetchall():
+        if existing != name and existing.casefold() == folded:
+            raise InvalidArgumentError(
+                f"Entity {entity_id!r} already has a branch {existing!r}, which differs from {name!r} only by case; "
+                "choose a distinct name."
+            )
+
+
 def rollback(sm: StateManager, entity_id: str, version: int | None, *, reason: str | None,
              actor: str | None, branch: str | None, expected_version: int | None = None) -> StateSnapshot:
     from .writer import DEFAULT_LIFETIME, SavePlan
 
     started = time.perf_counter()
     entity_id = validate.identifier(entity_id, "entity_id")
-    branch = validate.identifier(branch or MAIN_BRANCH, "branch")
+    branch = validate.branch(branch)
     version = validate.optional_version(version, "version")
     reason = validate.optional_text(reason, "reason")
     plan = SavePlan(
         entity_id=entity_id, branch=branch, state_type=None, encoded=[], message=None,
-        actor=validate.optional_text(actor, "actor") or sm.actor, metadata={},
+        actor=validate.actor(actor) or sm.actor, metadata={},
         expected_version=validate.optional_version(expected_version, "expected_version", allow_zero=True),
         expires_in=DEFAULT_LIFETIME, status=SnapshotStatus.ACTIVE, merge=False,
         snapshot_id=uuid.uuid4().hex, transition_id=uuid.uuid4().hex,
@@ -107,7 +120,8 @@ def diff(sm: StateManager, entity_id: str, a: int | None, b: int | None, *, bran
     entity_id = validate.identifier(entity_id, "entity_id")
     a = validate.optional_version(a, "a")
     b = validate.optional_version(b, "b")
-    br = validate.identifier(branch or MAIN_BRANCH, "branch")
+    br = validate.branch(branch)
+    max_rows = validate.count(max_rows, "max_rows")  # type: ignore[assignment]
     repo = sm._repo  # noqa: SLF001
 
     def work(cur: Any, _attempt: int) -> pd.DataFrame:

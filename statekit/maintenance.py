@@ -85,7 +85,7 @@ def last_intact(sm: StateManager, entity_id: str, branch: str | None = None, *,
                 include_expired: bool = False) -> StateSnapshot:
     """The newest snapshot on ``branch``'s line (head, parent, ...) whose checksum and chunks verify."""
     entity_id = validate.identifier(entity_id, "entity_id")
-    b = validate.identifier(branch or MAIN_BRANCH, "branch")
+    b = validate.branch(branch)
     now = utcnow()
     with consistent_read(sm.db) as conn:
         src = SqlSource.of_store(sm.db, conn)
@@ -130,7 +130,7 @@ def recover(sm: StateManager, entity_id: str, branch: str | None = None, *, acto
 
     started = time.perf_counter()
     entity_id = validate.identifier(entity_id, "entity_id")
-    b = validate.identifier(branch or MAIN_BRANCH, "branch")
+    b = validate.branch(branch)
     reason = validate.optional_text(reason, "reason")
     good = last_intact(sm, entity_id, b)
     head = sm.db.run_hot(lambda cur, _a: sm._repo.branch_head(cur, entity_id, b), write=False)
@@ -139,7 +139,7 @@ def recover(sm: StateManager, entity_id: str, branch: str | None = None, *, acto
     plan = SavePlan(
         entity_id=entity_id, branch=b, state_type=None, encoded=[],
         message=f"recover: v{head[1]} is damaged; state of v{good.version}",
-        actor=validate.optional_text(actor, "actor") or sm.actor, metadata={}, expected_version=head[1] or 0,
+        actor=validate.actor(actor) or sm.actor, metadata={}, expected_version=head[1] or 0,
         expires_in=DEFAULT_LIFETIME, status=SnapshotStatus.ACTIVE, merge=False,
         snapshot_id=uuid.uuid4().hex, transition_id=uuid.uuid4().hex,
     )

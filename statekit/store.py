@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
 
 from . import codecs, validate, writer
 from .cache import CachedState, StateCache
@@ -57,10 +58,17 @@ class StateManager:
         durability: str = "full",
         lock_timeout: float = 60.0,
     ):
+        if url is not None and not isinstance(url, sa.engine.URL):
+            validate.url(url)
+        if db is not None and not isinstance(db, DatabaseManager):
+            raise InvalidArgumentError(f"db must be a DatabaseManager, not {type(db).__name__}.")
+        lock_timeout = validate.seconds(lock_timeout, "lock_timeout")  # type: ignore[assignment]
+        cache_size = validate.count(cache_size, "cache_size")  # type: ignore[assignment]
+        cache_bytes = validate.count(cache_bytes, "cache_bytes")  # type: ignore[assignment]
+        self.allow_pickle = validate.flag(allow_pickle, "allow_pickle")
+        self.actor = validate.actor(actor or validate.default_actor()) or "unknown"
         self.db = db if db is not None else DatabaseManager(url, durability=durability, lock_timeout=lock_timeout)
         self.url = self.db.url
-        self.allow_pickle = bool(allow_pickle)
-        self.actor = actor or validate.default_actor()
         self._repo = Repository(self.db)
         self._cache = StateCache(cache_size, cache_bytes)
         self._metrics = Metrics()
@@ -116,11 +124,12 @@ class StateManager:
         state type's default lifetime (``"never"`` for none).
         """
         started = time.perf_counter()
+        drop_names = set(validate.item_names(drop, "drop"))
         try:
             plan = self._plan(entity_id, state, state_type, message=message, actor=actor,
                               metadata=metadata, branch=branch, expected_version=expected_version,
                               expires_in=expires_in, status=status, merge=merge, allow_pickle=allow_pickle)
-            plan.drop = set(validate.item_names(drop))
+            plan.drop = drop_names
             try:
                 snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
             except StaleMemo:  # remembered chunks were purged meanwhile: encode afresh
@@ -129,7 +138,7 @@ class StateManager:
                                   metadata=metadata, branch=branch, expected_version=expected_version,
                                   expires_in=expires_in, status=status, merge=merge, allow_pickle=allow_pickle,
                                   use_memo=False)
-                plan.drop = set(validate.item_names(drop))
+                plan.drop = drop_names
                 snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
         except Exception:
             self._metrics.record("save", time.perf_counter() - started, error=True)
@@ -152,6 +161,8 @@ class StateManager:
         """Save several entities in one transaction: all of them or none."""
         if not isinstance(states, Mapping):
             raise InvalidArgumentError("save_many() takes a mapping of entity id to state.")
+        for eid in states:  # every id is checked before any value is encoded
+            validate.identifier(eid, "entity_id")
         started = time.perf_counter()
         plans = [
             self._plan(eid, st, state_type, message=message, actor=actor, metadata=metadata, branch=branch,
@@ -182,7 +193,14 @@ class StateManager:
                 f"state must be a mapping of names to values (a dict), not {type(state).__name__}."
             )
         names = [validate.item_name(n) for n in state]
-        pickle_ok = self.allow_pickle if allow_pickle is None else bool(allow_pickle)
+        pickle_ok = self.allow_pickle if allow_pickle is None else validate.flag(allow_pickle, "allow_pickle")
+        merge = validate.flag(merge, "merge")
+        message = validate.optional_text(message, "message")
+        actor = validate.actor(actor)
+        metadata = validate.json_mapping(metadata, "metadata")
+        expected_version = validate.optional_version(expected_version, "expected_version", allow_zero=True)
+        expires_in = lifetime(expires_in)
+        status = SnapshotStatus(validate.enum_value(status, SnapshotStatus, "status"))
         memo = None if use_memo is False else self._memo
         encoded = [codecs.encode_item(n, state[n], allow_pickle=pickle_ok, key=self._signing_key, memo=memo)
                    for n in names]
@@ -191,13 +209,13 @@ class StateManager:
             branch=branch,
             state_type=st,
             encoded=encoded,
-            message=validate.optional_text(message, "message"),
-            actor=validate.optional_text(actor, "actor") or self.actor,
-            metadata=validate.json_mapping(metadata, "metadata"),
-            expected_version=validate.optional_version(expected_version, "expected_version", allow_zero=True),
-            expires_in=lifetime(expires_in),
-            status=SnapshotStatus(validate.enum_value(status, SnapshotStatus, "status")),
-            merge=bool(merge),
+            message=message,
+            actor=actor or self.actor,
+            metadata=metadata,
+            expected_version=expected_version,
+            expires_in=expires_in,
+            status=status,
+            merge=merge,
             snapshot_id=uuid.uuid4().hex,
             transition_id=uuid.uuid4().hex,
         )
@@ -239,7 +257,7 @@ class StateManager:
         try:
             entity_id = validate.identifier(entity_id, "entity_id")
             version = validate.optional_version(version, "version")
-            branch = validate.identifier(branch or MAIN_BRANCH, "branch")
+            branch = validate.branch(branch)
             only = set(validate.item_names(names)) if names is not None else None
             if version is not None:
                 sid = self._cache.lookup_version(entity_id, version)
@@ -260,8 +278,8 @@ class StateManager:
 
     def load_many(self, entity_ids: Iterable[str], *, branch: str | None = None) -> dict[str, dict[str, Any]]:
         """The heads of several entities, read in one transaction."""
-        ids = [validate.identifier(e, "entity_id") for e in entity_ids]
-        b = validate.identifier(branch or MAIN_BRANCH, "branch")
+        ids = validate.entity_ids(entity_ids)
+        b = validate.branch(branch)
         return self.db.run_hot(
             lambda cur, _a: {e: self._read_state(cur, e, None, b, None, False) for e in ids}, write=False
         )
@@ -324,7 +342,7 @@ class StateManager:
         """A snapshot's metadata now; its ``state`` is loaded on first access."""
         entity_id = validate.identifier(entity_id, "entity_id")
         version = validate.optional_version(version, "version")
-        b = validate.identifier(branch or MAIN_BRANCH, "branch")
+        b = validate.branch(branch)
 
         def work(cur: Any, _a: int) -> StateSnapshot:
             row = self._repo.read_snapshot(cur, entity_id, version, b)
@@ -346,7 +364,7 @@ class StateManager:
     def head_version(self, entity_id: str, branch: str | None = None) -> int | None:
         """The version at the head of ``branch`` (None when the entity or branch does not exist)."""
         entity_id = validate.identifier(entity_id, "entity_id")
-        b = validate.identifier(branch or MAIN_BRANCH, "branch")
+        b = validate.branch(branch)
 
         def work(cur: Any, _a: int) -> int | None:
             head = self._repo.branch_head(cur, entity_id, b)
@@ -362,6 +380,9 @@ class StateManager:
         from . import queries
 
         entity_id = validate.identifier(entity_id, "entity_id")
+        branch = validate.identifier(branch, "branch") if branch is not None else None
+        include_expired = validate.flag(include_expired, "include_expired")
+        limit = validate.count(limit, "limit", minimum=1, optional=True)
         started = time.perf_counter()
         frame = queries.history(self.db, entity_id, branch=branch, include_expired=include_expired, limit=limit)
         self._metrics.record("history", time.perf_counter() - started)
@@ -454,23 +475,26 @@ class StateManager:
         """Write a consistent, self-contained backup file while other writers keep saving."""
         from . import backup
 
-        return backup.backup(self, path)
+        return backup.backup(self, validate.path(path, "The backup path"))
 
     def restore(self, path: str | os.PathLike[str], *, merge: bool = False) -> dict[str, Any]:
         """Load a backup file into this store (which must be empty unless ``merge=True``)."""
         from . import backup
 
-        return backup.restore(self, path, merge=merge)
+        return backup.restore(self, validate.path(path, "The backup path"), merge=validate.flag(merge, "merge"))
 
     # ================================================================= observers and metrics
 
     def subscribe(self, callback: Callable[[StateEvent], object], state_type: StateType | str | None = None,
                   entity_id: str | None = None) -> Callable[[], None]:
         """Call ``callback(event)`` after each committed change; returns a function that unsubscribes."""
+        state_type = validate.state_type(state_type)
+        entity_id = validate.identifier(entity_id, "entity_id") if entity_id is not None else None
         return self._observers.subscribe(callback, state_type, entity_id)
 
     def metrics(self, *, as_frame: bool = False) -> dict[str, Any] | pd.DataFrame:
         """Operation counts and latencies, cache hit rate, bytes written and deduplicated."""
+        as_frame = validate.flag(as_frame, "as_frame")
         d = self._metrics.as_dict(self._cache.stats())
         d["frame_memo_hits"] = self._memo.hits
         return Metrics.as_frame(d) if as_frame else d

@@ -11,9 +11,12 @@ chunk links, a transition and the new head.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from . import codecs
 from .db import utcnow
@@ -191,23 +194,48 @@ class StaleMemo(Exception):
     """A remembered frame's chunks were purged after it was remembered."""
 
 
+MAX_LIFETIME = timedelta(days=1000 * 365)
+"""The longest finite lifetime: now + lifetime must stay a date both databases (and Python) can hold."""
+
+
 def lifetime(expires_in: Any) -> Any:
+    """``expires_in`` as a timedelta, None (never), or DEFAULT_LIFETIME (the state type decides).
+
+    Accepts a timedelta, a number of seconds (Python or numpy, infinity meaning
+    never) or ``"never"``. A finite lifetime longer than MAX_LIFETIME is refused
+    rather than overflowing the expiry date; pass ``"never"`` for values that must stay.
+    """
+    from .validate import shown
+
     if expires_in is None:
         return DEFAULT_LIFETIME
-    if expires_in == NEVER or expires_in is False:
+    if expires_in is False or (isinstance(expires_in, str) and expires_in.strip().lower() == NEVER):
         return None
-    if isinstance(expires_in, timedelta):
+    if isinstance(expires_in, np.timedelta64):
+        try:
+            seconds = float(expires_in / np.timedelta64(1, "s"))  # NaT gives NaN, refused below
+        except (TypeError, ValueError, OverflowError):  # e.g. years and months, which have no fixed length
+            seconds = math.nan
+    elif isinstance(expires_in, timedelta):
         seconds = expires_in.total_seconds()
-    elif isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
-        seconds = float(expires_in)
+    elif isinstance(expires_in, numbers.Real) and not isinstance(expires_in, (bool, np.bool_)):
+        try:
+            seconds = float(expires_in)
+        except (OverflowError, ValueError, TypeError):
+            seconds = math.nan
     else:
         raise InvalidArgumentError(
-            f"expires_in must be a timedelta, a number of seconds or 'never', not {expires_in!r}."
+            f"expires_in must be a timedelta, a number of seconds or 'never', not {type(expires_in).__name__}."
         )
     if math.isnan(seconds) or seconds < 0:
-        raise InvalidArgumentError(f"expires_in must not be negative, got {expires_in!r}.")
+        raise InvalidArgumentError(f"expires_in must not be negative (or NaN), got {shown(expires_in)}.")
     if math.isinf(seconds):
         return None
+    if seconds > MAX_LIFETIME.total_seconds():
+        raise InvalidArgumentError(
+            f"expires_in is longer than {MAX_LIFETIME.days // 365} years ({shown(expires_in)}); "
+            "pass expires_in='never' for a value that must never expire."
+        )
     return timedelta(seconds=seconds)
 
 
