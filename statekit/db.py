@@ -14,9 +14,11 @@ several times a raw insert. Everything else uses SQLAlchemy Core.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +35,7 @@ from sqlalchemy.pool import StaticPool
 
 from . import models
 from .checkpoint import Checkpointer
-from .errors import InvalidArgumentError, SchemaVersionError, StatekitError
+from .errors import IntegrityError, InvalidArgumentError, SchemaVersionError, StatekitError
 
 T = TypeVar("T")
 
@@ -54,6 +56,9 @@ BUSY_TIMEOUT_MS = 200
 PURGE_LOCK_KEY = 0x5737A7E  # PostgreSQL advisory lock: savers share it, purge takes it alone
 SCHEMA_LOCK_KEY = 0x5737A7F
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE = re.compile(r"[A-Za-z]:[\\/]")
+SQLITE_MAGIC = b"SQLite format 3\x00"
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 """``MIGRATIONS[n]`` upgrades a store from schema n to n + 1, in one transaction."""
 
@@ -64,10 +69,23 @@ def resolve_url(url: str | None) -> str:
         url = os.environ.get(ENV_URL) or f"sqlite:///{DEFAULT_PATH}"
     if not isinstance(url, str) or not url.strip():
         raise InvalidArgumentError(f"The store URL must be a non-empty string, not {url!r}.")
+    if _CONTROL.search(url):
+        raise InvalidArgumentError(f"The store URL {url!r} holds control characters; check it.")
     if "://" not in url:  # a bare path to a SQLite file
+        if ":" in (url[2:] if _DRIVE.match(url) else url):
+            raise InvalidArgumentError(
+                f"{url!r} is neither a database URL (sqlite:///path/to/state.db, postgresql+psycopg://...) "
+                "nor a plain path to a store file; check it."
+            )
+        if url.endswith(("/", os.sep)):
+            raise InvalidArgumentError(f"{url!r} names a folder; name the store file in it (e.g. {url}state.db).")
         url = f"sqlite:///{url}"
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        make_url(url)
+    except sa.exc.ArgumentError:
+        raise InvalidArgumentError(f"{url!r} is not a valid database URL; check it.") from None
     return url
 
 
@@ -86,6 +104,22 @@ def as_utc(value: Any) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def _user_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """Driver errors a user can meet (disk full, read-only, damaged file) leave as one StatekitError."""
+
+    @functools.wraps(method)
+    def wrapper(self: DatabaseManager, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except self.driver_errors as exc:
+            mapped = self.user_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from None
+
+    return wrapper
+
+
 class DatabaseManager:
     """Owns the engine, creates or upgrades the schema, and runs transactions.
 
@@ -100,10 +134,14 @@ class DatabaseManager:
         durability: str = "full",
         lock_timeout: float = 60.0,
         engine: Engine | None = None,
+        create: bool = False,
     ):
         if durability not in ("full", "normal"):
             raise InvalidArgumentError("durability must be 'full' (fsync every save) or 'normal'.")
         self.durability = durability
+        self.create = bool(create)  # allow making a store in a SQLite file that holds other tables
+        self.read_only = False  # a SQLite file or folder we may not write: opened mode=ro, never changed
+        self._wal = False  # switch a SQLite file to WAL only once it is known to be a statekit store
         self.checkpointer: Checkpointer | None = None
         self.lock_timeout = float(lock_timeout)
         if engine is not None:
@@ -124,7 +162,16 @@ class DatabaseManager:
         self._hot_pid = os.getpid()
         self._begin_write = "BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN"
         self._driver_errors: tuple[type[BaseException], ...] = (self.engine.dialect.loaded_dbapi.Error,)
-        self.ensure_schema()
+        try:
+            self.ensure_schema()
+        except BaseException:
+            self.dispose()
+            raise
+
+    @property
+    def driver_errors(self) -> tuple[type[BaseException], ...]:
+        """The driver's exception classes (sqlite3.Error or psycopg.Error), and SQLAlchemy's wrapper."""
+        return (*self._driver_errors, DBAPIError)
 
     # ------------------------------------------------------------ engine
 
@@ -136,9 +183,13 @@ class DatabaseManager:
             if not database or database == ":memory:":
                 kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
             else:
-                _prepare_sqlite_file(Path(database))
+                path = Path(database)
+                self.read_only = _prepare_sqlite_file(path)
                 kwargs = {"connect_args": {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}}
-                self.checkpointer = Checkpointer(database)
+                if self.read_only:  # never write, never create -wal/-shm files we could not remove
+                    kwargs = {"creator": _read_only_connector(path)}
+                else:
+                    self.checkpointer = Checkpointer(database)
             engine = sa.create_engine(u, **kwargs)
             self._install_sqlite_hooks(engine, in_memory=not database or database == ":memory:")
             return engine
@@ -161,8 +212,7 @@ class DatabaseManager:
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
-            if not in_memory:
-                cur.execute("PRAGMA journal_mode=WAL")
+            if not in_memory and not self.read_only:  # per connection: nothing here writes to the file
                 cur.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint.py does it off the save path
             cur.execute(f"PRAGMA synchronous={sync}")
             cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # short: run_hot's retries keep the bound
@@ -223,6 +273,7 @@ class DatabaseManager:
     def run_read(self, fn: Callable[[Connection, int], T]) -> T:
         return self._retry(fn, write=False)
 
+    @_user_errors
     def _retry(self, fn: Callable[[Connection, int], T], *, write: bool) -> T:
         deadline = time.monotonic() + self.lock_timeout
         attempt = 0
@@ -254,6 +305,7 @@ class DatabaseManager:
 
     # ------------------------------------------------------------ hot paths on the driver connection
 
+    @_user_errors
     def run_hot(self, fn: Callable[[Any, int], T], *, write: bool) -> T:
         """Run ``fn(cursor, attempt)`` on a driver connection, retrying lock and connection errors.
 
@@ -397,20 +449,33 @@ class DatabaseManager:
     # ------------------------------------------------------------ schema
 
     def ensure_schema(self) -> None:
-        """Create the tables in a new store, upgrade an older one, refuse a newer one.
+        """Create the tables in a new store, upgrade an older one, refuse a newer one or a foreign database.
 
         A store already at this schema is only read, so opening one never waits
         behind a writer; creating or upgrading takes the write lock and checks again.
+        Nothing is written (not even SQLite's journal mode) before the database is
+        known to be a statekit store, or empty, or ``create=True`` was given.
         """
-        with self.read() as conn:
-            current = self._stored_version(conn)
-        if current == models.SCHEMA_VERSION:
+        try:
+            with self.read() as conn:
+                current = self._stored_version(conn)
+                self._check_tables(conn, current)
+        except self.driver_errors as exc:
+            raise self.user_error(exc) from None
+        if current == models.SCHEMA_VERSION or (self.read_only and current is not None
+                                                 and READABLE_FROM <= current < models.SCHEMA_VERSION):
+            self._use_wal()
             return
+        if self.read_only:
+            raise StatekitError(
+                f"{self.url} is read-only and holds no statekit store of this version "
+                f"(schema {current}); nothing was changed.")
 
         def work(conn: Connection, _attempt: int) -> None:
             if not self.is_sqlite:
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
             found = self._stored_version(conn)
+            self._check_tables(conn, found)
             if found is None:
                 models.SQLModel.metadata.create_all(conn, tables=ALL_TABLES)
                 if not self.is_sqlite:  # chunks are mostly compressed already: skip pglz, store out of line
@@ -421,12 +486,6 @@ class DatabaseManager:
                      {"key": "created_at", "value": utcnow().isoformat()}],
                 )
                 return
-            if found > models.SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"This store uses schema version {found}, newer than this statekit "
-                    f"understands ({models.SCHEMA_VERSION}). Upgrade statekit "
-                    "(pip install -U statekit) to open it; nothing was changed."
-                )
             while found < models.SCHEMA_VERSION:
                 MIGRATIONS[found](conn)
                 found += 1
@@ -436,7 +495,21 @@ class DatabaseManager:
                     .values(value=str(found))
                 )
 
+        self._use_wal()
         self.run_write(work)
+
+    def _use_wal(self) -> None:
+        """Switch a writable SQLite file to WAL (persistent), once it is known to be a statekit store."""
+        if not self.is_sqlite or self.read_only or self.checkpointer is None or self._wal:
+            return
+        raw = self.engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA journal_mode=WAL").fetchall()  # type: ignore[union-attr]
+        except self._driver_errors as exc:
+            raise self.user_error(exc) from None
+        finally:
+            raw.close()
+        self._wal = True
 
     def _stored_version(self, conn: Connection) -> int | None:
         if not sa.inspect(conn).has_table(models.meta_table.name):
@@ -444,7 +517,85 @@ class DatabaseManager:
         row = conn.execute(
             sa.select(models.meta_table.c.value).where(models.meta_table.c.key == "schema_version")
         ).first()
-        return int(row[0]) if row else None
+        try:
+            found = int(row[0]) if row else None
+        except (TypeError, ValueError):
+            found = None
+        if found is None or found < 1:
+            raise StatekitError(f"{self._where()} has a statekit_meta table without a readable schema version; "
+                                "it is damaged or not a statekit store. Nothing was changed.")
+        if found > models.SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"This store uses schema version {found}, newer than this statekit "
+                f"understands ({models.SCHEMA_VERSION}). Upgrade statekit "
+                "(pip install -U statekit) to open it; nothing was changed."
+            )
+        return found
+
+    def _check_tables(self, conn: Connection, version: int | None) -> None:
+        """Refuse a database whose tables are not statekit's: it must not be changed, or misread."""
+        found = self._columns(conn)
+        ours = {t.name: {c.name for c in t.columns} for t in ALL_TABLES}
+        if version is None:
+            clash = sorted(set(found) & set(ours))
+            if clash:
+                raise StatekitError(
+                    f"{self._where()} is not a statekit store: it has tables named {', '.join(clash)} but no "
+                    "statekit_meta. Use another database (or schema) for statekit; nothing was changed.")
+            if found and self.is_sqlite and not self.create:
+                names = sorted(found)
+                raise StatekitError(
+                    f"{self._where()} is not a statekit store: it holds other tables ({', '.join(names[:5])}"
+                    f"{', …' if len(names) > 5 else ''}). Pass create=True to add statekit's tables to it; "
+                    "nothing was changed.")
+            return
+        for name, columns in ours.items():
+            missing = columns - found.get(name, set())
+            if missing:
+                raise StatekitError(
+                    f"{self._where()} is not a usable statekit store: its table {name} "
+                    f"{'is missing' if name not in found else 'lacks the columns ' + ', '.join(sorted(missing))}. "
+                    "Nothing was changed.")
+
+    def _columns(self, conn: Connection) -> dict[str, set[str]]:
+        """Every table of the store's database (SQLite) or schema (PostgreSQL) and its columns."""
+        if self.is_sqlite:
+            sql = ("SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p "
+                   "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'")
+        else:
+            sql = ("SELECT table_name, column_name FROM information_schema.columns "
+                   "WHERE table_schema = current_schema()")
+        out: dict[str, set[str]] = {}
+        for table, column in conn.exec_driver_sql(sql):
+            out.setdefault(table, set()).add(column)
+        return out
+
+    def _where(self) -> str:
+        u = self.engine.url
+        return f"The file {u.database}" if self.is_sqlite else f"The database {u.render_as_string(hide_password=True)}"
+
+    def user_error(self, exc: BaseException) -> BaseException:
+        """A driver error a user can meet (full disk, read-only or damaged file...) as one StatekitError line.
+
+        Errors statekit cannot explain are returned unchanged.
+        """
+        orig = getattr(exc, "orig", None) or exc
+        text = str(orig).strip().splitlines()[0][:200] if str(orig).strip() else type(orig).__name__
+        low = text.lower()
+        code = getattr(orig, "sqlstate", None) or ""
+        if "disk is full" in low or "no space left" in low or code == "53100":
+            return StatekitError(f"The store's disk is full ({text}); nothing was written. Free some space and "
+                                 "try again: earlier versions are intact.")
+        if "readonly database" in low or "read-only" in low or code in ("25006", "42501"):
+            return StatekitError(f"This store cannot be written ({text}): it is read-only for you, so reading "
+                                 "works but nothing can be saved; nothing was changed.")
+        if "not a database" in low or "malformed" in low or "disk i/o error" in low or "corrupt" in low:
+            return IntegrityError(f"{self._where()} is damaged or not a statekit store ({text}). Restore it "
+                                  "from a backup; nothing was changed.")
+        if "unable to open database" in low:
+            return StatekitError(f"{self._where()} cannot be opened ({text}); check that it is a file you may "
+                                 "read, in a folder you may enter.")
+        return exc
 
     def schema_version(self) -> int:
         with self.read() as conn:
@@ -452,10 +603,28 @@ class DatabaseManager:
         return found or 0
 
 
-def _prepare_sqlite_file(path: Path) -> None:
-    """Create the database file (and its folder) readable by its owner only."""
-    if path.exists():
-        return
+def _prepare_sqlite_file(path: Path) -> bool:
+    """Check an existing store file (it must be a SQLite database) or create a new one readable by its owner only.
+
+    Returns True when the file or its folder may not be written: the store is then opened read-only.
+    A file that is not SQLite (text, a folder, a device, a symlink to /etc/passwd) is refused before
+    SQLite opens it, so nothing is written next to it.
+    """
+    if path.exists() or path.is_symlink():
+        if path.is_dir():
+            raise InvalidArgumentError(f"{path} is a folder, not a store file; name a file in it (e.g. {path}/state.db).")
+        if not path.is_file():
+            raise InvalidArgumentError(f"{path} is not a regular file (or a symlink to a missing one); "
+                                       "a statekit store is a SQLite file.")
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(len(SQLITE_MAGIC))
+        except OSError as exc:
+            raise InvalidArgumentError(f"Cannot read the store file {path}: {exc.strerror}.") from None
+        if head and head != SQLITE_MAGIC:
+            raise InvalidArgumentError(f"{path} is not a SQLite database, so not a statekit store; nothing was changed.")
+        folder = path.resolve().parent
+        return not (os.access(path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK))
     parent = path.parent
     if not parent.exists():
         try:
@@ -469,6 +638,69 @@ def _prepare_sqlite_file(path: Path) -> None:
         pass
     except OSError as exc:
         raise InvalidArgumentError(f"Cannot create the store file {path}: {exc.strerror}.") from None
+    return False
+
+
+def _read_only_connector(path: Path) -> Callable[[], Any]:
+    """Connections that never write: mode=ro; immutable=1 when SQLite cannot set up a WAL index beside the file.
+
+    A WAL store whose folder we may not write has no -shm we can create: SQLite then needs
+    ``immutable=1``, which is right because nobody can be writing it without a -wal file there.
+    """
+    uri = path.resolve().as_uri()
+    wal = Path(str(path) + "-wal")
+
+    def connect() -> Any:
+        con = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            con.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()
+            return con
+        except sqlite3.OperationalError:
+            con.close()
+            if wal.exists():
+                raise
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+
+    return connect
+
+
+def _upgrade_checksums(conn: Connection) -> None:
+    """Schema 1 -> 2: widen the checksum column and give every format-1 row that verifies a format-2 checksum.
+
+    A row whose format-1 checksum (or names) does not verify keeps it, so verify() still reports it.
+    """
+    from .rows import SnapshotDamage, full_columns, full_from_row, stored_checksum
+
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        conn.exec_driver_sql("ALTER TABLE state_snapshots ALTER COLUMN checksum TYPE VARCHAR(160)")
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    mark = "%s" if postgres else "?"
+    after = ""
+    while True:
+        cur.execute(f"SELECT {full_columns(postgres)} FROM state_snapshots WHERE snapshot_id > {mark} "
+                    f"AND length(checksum) = 64 ORDER BY snapshot_id LIMIT 200", (after,))
+        rows = cur.fetchall()
+        if not rows:
+            return
+        updates = []
+        for raw in rows:
+            try:
+                row = full_from_row(raw)
+                row.verify()
+            except SnapshotDamage:
+                continue
+            if row.format == 1:
+                updates.append((stored_checksum(row.snapshot, row.metadata_text, row.names_text),
+                                row.snapshot.snapshot_id))
+        if updates:
+            cur.executemany(f"UPDATE state_snapshots SET checksum = {mark} WHERE snapshot_id = {mark}", updates)
+        after = rows[-1][0]
+
+
+MIGRATIONS[1] = _upgrade_checksums
+READABLE_FROM = 1
+"""The oldest schema a read-only store may have and still be read (schema 1 differs only in checksum format)."""
 
 
 def _short(exc: BaseException) -> str:
