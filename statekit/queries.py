@@ -9,6 +9,7 @@ import pandas as pd
 
 from .db import DatabaseManager, utcnow
 from .repository import META_COLUMNS
+from .rows import check_meta_rows, check_transition_rows
 
 HISTORY_COLUMNS = [
     "version", "branch", "parent_version", "kind", "created_at", "actor", "message", "names",
@@ -48,6 +49,7 @@ def history(db: DatabaseManager, entity_id: str, *, branch: str | None, include_
         return cur.fetchall()
 
     rows = db.run_hot(work, write=False)
+    check_meta_rows(rows)  # a damaged row is an IntegrityError naming it, not a parser's exception
     cols = list(zip(*rows, strict=True)) if rows else [()] * 18
     (snapshot_id, _entity, version, branch_col, state_type, parent_id, parent_version, checksum, created_at,
      expires_at, status, kind, actor, message, metadata, names, size_bytes, new_bytes) = cols
@@ -111,7 +113,9 @@ def transitions(db: DatabaseManager, entity_id: str | None) -> pd.DataFrame:
 
     cols = ["transition_id", "entity_id", "branch", "transition_type", "from_version", "to_version", "actor",
             "reason", "timestamp", "from_snapshot_id", "to_snapshot_id", "metadata"]
-    frame = pd.DataFrame.from_records(db.run_read(work), columns=cols)
+    records = db.run_read(work)
+    check_transition_rows(records)
+    frame = pd.DataFrame.from_records(records, columns=cols)
     frame["metadata"] = [_j(v) for v in frame["metadata"]]
     for c in ("from_version", "to_version"):
         frame[c] = frame[c].astype("Int64")

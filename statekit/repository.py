@@ -100,6 +100,15 @@ class Repository:
             "ON CONFLICT (digest) DO NOTHING"
         )
         self.q_exists = q("SELECT 1 FROM state_snapshots WHERE snapshot_id = :sid")
+        # versions strictly decrease along parent links, so the walk ends even in a damaged store
+        self.q_on_line = q(
+            "WITH RECURSIVE line(sid, v) AS ("
+            "SELECT s.snapshot_id, s.version FROM state_branches b JOIN state_snapshots s "
+            "ON s.snapshot_id = b.head_snapshot_id WHERE b.entity_id = :e AND b.name = :b "
+            "UNION ALL SELECT p.snapshot_id, p.version FROM line JOIN state_snapshots c ON c.snapshot_id = line.sid "
+            "JOIN state_snapshots p ON p.snapshot_id = c.parent_snapshot_id WHERE p.version < line.v AND line.v > :v"
+            ") SELECT 1 FROM line WHERE sid = :sid"
+        )
 
     # ------------------------------------------------------------ writing
 
@@ -187,6 +196,11 @@ class Repository:
             cur.execute(self.q_snapshot_by_version, {"e": entity_id, "v": version})
         row = cur.fetchone()
         return full_from_row(row) if row else None
+
+    def on_line(self, cur: Any, entity_id: str, branch: str, snap: StateSnapshot) -> bool:
+        """Whether ``snap`` is on ``branch``'s line: its head, the head's parent, and so on back."""
+        cur.execute(self.q_on_line, {"e": entity_id, "b": branch, "v": snap.version, "sid": snap.snapshot_id})
+        return cur.fetchone() is not None
 
     def read_snapshot_by_id(self, cur: Any, snapshot_id: str) -> SnapshotRow | None:
         cur.execute(self.q_snapshot_by_id, {"sid": snapshot_id})

@@ -311,3 +311,21 @@ def transition_from_row(row: tuple[Any, ...]) -> StateTransition:
         timestamp=col("timestamp", row[8], parse_time), from_snapshot_id=col("from_snapshot_id", row[9], _opt_str),
         to_snapshot_id=col("to_snapshot_id", row[10], _opt_str), metadata=col("metadata", row[11], _mapping),
     )
+
+
+def check_meta_rows(rows: list[tuple[Any, ...]]) -> None:
+    """Raise SnapshotDamage for the first row of SNAPSHOT_COLUMNS that cannot be read (history() shows the rest)."""
+    seen: set[tuple[Any, Any]] = set()
+    for row in rows:
+        key = (row[14], row[15])  # versions mostly repeat their metadata and names: parse each text once
+        if key in seen:
+            row = (*row[:14], "{}", "[]", *row[16:])
+        else:
+            seen.add(key)
+        snapshot_from_row(row)
+
+
+def check_transition_rows(rows: list[tuple[Any, ...]]) -> None:
+    """Raise IntegrityError for the first row of TRANSITION_COLUMNS that cannot be read."""
+    for row in rows:
+        transition_from_row(row)
