@@ -35,9 +35,10 @@ changed (with counts and moved heads in its metadata). A restore into an empty
 store writes no transition, so the copy's audit trail is identical to the
 source's; the fact is recorded in ``statekit_meta`` (key ``last_restore``).
 
-To restore a backup of an older schema (none exists yet): open a copy of the
-file with ``StateManager("sqlite:///copy.db")``, which upgrades it in place, then
-back that up.
+A backup of schema 1 restores as it is: its rows keep their format-1
+checksums, which still verify (see ``rows.py``). For an older schema than
+that: open a copy of the file with ``StateManager("sqlite:///copy.db")``, which
+upgrades it in place, then back that up.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from . import __version__, models
 from .codecs import dumps
-from .db import ALL_TABLES, SQLITE_TS_FORMAT, as_utc, utcnow
+from .db import ALL_TABLES, READABLE_FROM, SQLITE_TS_FORMAT, as_utc, utcnow
 from .errors import ConflictError, IntegrityError, InvalidArgumentError, SchemaVersionError, StatekitError
 from .integrity import SqlSource, consistent_read, find_problems, stream
 from .snapshot import StateTransition
@@ -251,7 +252,7 @@ def _check_file(con: sqlite3.Connection, source: Path) -> dict[str, Any]:
             raise IntegrityError(f"{source} is damaged: tables {', '.join(missing)} are missing. Nothing was changed.")
         row = con.execute(f"SELECT value FROM {models.meta_table.name} WHERE key = 'schema_version'").fetchone()
         version = int(row[0]) if row else 0
-        if version != models.SCHEMA_VERSION:
+        if not READABLE_FROM <= version <= models.SCHEMA_VERSION:  # schema 1 rows differ only in checksum format
             newer = version > models.SCHEMA_VERSION
             raise SchemaVersionError(
                 f"{source} holds a store of schema version {version}, "

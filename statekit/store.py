@@ -22,7 +22,7 @@ import pandas as pd
 from . import codecs, validate, writer
 from .cache import CachedState, StateCache
 from .db import DatabaseManager
-from .errors import InvalidArgumentError, NotFoundError
+from .errors import IntegrityError, InvalidArgumentError, NotFoundError
 from .memo import FrameMemo
 from .metrics import Metrics
 from .models import (
@@ -332,12 +332,20 @@ class StateManager:
         return CachedState(snap, snap.names, row.state_text, values, max(snap.size_bytes, len(row.state_text)))
 
     def _not_found(self, cur: Any, entity_id: str, version: int | None, branch: str, *,
-                   on_line: bool = False) -> NotFoundError:
+                   on_line: bool = False) -> NotFoundError | IntegrityError:
         cur.execute(self.db.sql("SELECT 1 FROM state_entities WHERE entity_id = :e"), {"e": entity_id})
         if cur.fetchone() is None:
             return NotFoundError(f"No entity {entity_id!r} in this store; see StateManager.entities().")
         if version is None:
-            return NotFoundError(f"Entity {entity_id!r} has no branch {branch!r}; see branches({entity_id!r}).")
+            head = self._repo.branch_head(cur, entity_id, branch)
+            if head is None:
+                return NotFoundError(f"Entity {entity_id!r} has no branch {branch!r}; see branches({entity_id!r}).")
+            if head[0] is None:
+                return NotFoundError(f"{entity_id!r} has no version on branch {branch!r} (they expired).")
+            return IntegrityError(
+                f"Branch {branch!r} of {entity_id!r} points at snapshot {head[0]} (v{head[1]}), which is not in "
+                "the store: it is damaged. Run verify(), then recover() or load an earlier version.",
+                snapshot_id=head[0], entity_id=entity_id)
         if on_line:
             return NotFoundError(f"{entity_id!r} v{version} is not on branch {branch!r}'s line (its head and "
                                  f"the versions it descends from); load it without branch=, or see history().")
