@@ -50,14 +50,20 @@ def consistent_read(db: DatabaseManager) -> Iterator[Connection]:
 
     SQLite's WAL read transaction already does; PostgreSQL needs REPEATABLE READ.
     """
-    with db.engine.connect() as conn:
-        conn.info["statekit_write"] = False
-        if not db.is_sqlite:
-            conn.execution_options(isolation_level="REPEATABLE READ")
-        with conn.begin():
+    try:
+        with db.engine.connect() as conn:
+            conn.info["statekit_write"] = False
             if not db.is_sqlite:
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            yield conn
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                if not db.is_sqlite:
+                    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                yield conn
+    except db.driver_errors as exc:  # a damaged file, a lost server: one StatekitError line
+        mapped = db.user_error(exc)
+        if mapped is exc:
+            raise
+        raise mapped from None
 
 
 def stream(db: DatabaseManager, conn: Connection, text: str, params: dict[str, Any] | None = None,
