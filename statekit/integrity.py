@@ -11,7 +11,11 @@ gone (``missing_chunk``), a descriptor digest without a link row
 (``link_missing``), stored JSON that cannot be parsed (``unreadable``), a
 parent or branch head that points at a missing or different snapshot
 (``missing_parent``, ``parent_mismatch``, ``missing_head``, ``head_mismatch``),
-a version counter behind the versions it handed out (``version_counter``).
+a version counter behind the versions it handed out (``version_counter``), an
+audit record that cannot be read (``unreadable_transition``), a SQLite file
+whose pages or indexes are damaged (``store_damaged``, from ``PRAGMA quick_check``).
+``unreadable`` also covers any snapshot column that cannot be read (a kind, a
+time, names, metadata) and names that do not list exactly the values held.
 Severity ``warning`` is waste, not damage: chunks no snapshot uses
 (``orphan_chunks``, one summary row), link rows of missing snapshots
 (``dangling_links``), a link no value names (``link_extra``), a damaged chunk
@@ -35,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .db import DatabaseManager
-from .rows import SnapshotDamage, full_columns, full_from_row
+from .errors import IntegrityError
+from .rows import TRANSITION_COLUMNS, SnapshotDamage, full_columns, full_from_row, transition_from_row
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -272,7 +277,16 @@ def find_problems(src: SqlSource, entity_id: str | None = None) -> list[dict[str
         if not isinstance(last, int) or last < top:
             add(e, None, None, "version_counter", f"the entity row says last_version={last} but v{top} exists")
 
-    # 7. waste (store-wide only)
+    # 7. audit records that cannot be read (transitions() would refuse them)
+    for page in src.pages(TRANSITION_COLUMNS.replace("metadata", "metadata::text" if src.postgres else "metadata"),
+                          "state_transitions", "transition_id", scope, p):
+        for raw in page:
+            try:
+                transition_from_row(raw)
+            except IntegrityError as exc:
+                add(raw[1], None, None, "unreadable_transition", str(exc).split(" is damaged: ", 1)[-1])
+
+    # 8. waste (store-wide only)
     if entity_id is None:
         n, size = src.rows("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM state_payloads c WHERE NOT EXISTS "
                            "(SELECT 1 FROM state_snapshot_payloads l WHERE l.digest = c.digest)")[0]

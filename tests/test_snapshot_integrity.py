@@ -180,6 +180,8 @@ def test_a_crafted_transition_row_is_an_integrity_error_not_a_crash(store_url: s
         with pytest.raises(IntegrityError):
             sm.transitions()
         assert sm.load(E)["note"] == "two" and sm.history(E)["version"].tolist() == [1, 2]
+        problems = sm.verify()
+        assert problems["problem"].tolist() == ["unreadable_transition"] and problems["entity_id"].tolist() == [E]
 
 
 def test_a_rollback_keeps_the_checksum_of_its_content_and_each_row_its_own(sm: StateManager) -> None:
