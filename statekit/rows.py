@@ -313,16 +313,42 @@ def transition_from_row(row: tuple[Any, ...]) -> StateTransition:
     )
 
 
+_KINDS = {str(k) for k in TransitionType}
+_TYPES = {str(t) for t in StateType}
+_STATUSES = {str(t) for t in SnapshotStatus}
+
+
 def check_meta_rows(rows: list[tuple[Any, ...]]) -> None:
-    """Raise SnapshotDamage for the first row of SNAPSHOT_COLUMNS that cannot be read (history() shows the rest)."""
-    seen: set[tuple[Any, Any]] = set()
+    """Raise SnapshotDamage for the first row of SNAPSHOT_COLUMNS that cannot be read (history() shows the rest).
+
+    Column by column first (history lists thousands of rows); a row is parsed whole only when a column fails.
+    """
+    if not rows or _columns_ok(rows):
+        return
     for row in rows:
-        key = (row[14], row[15])  # versions mostly repeat their metadata and names: parse each text once
-        if key in seen:
-            row = (*row[:14], "{}", "[]", *row[16:])
-        else:
-            seen.add(key)
         snapshot_from_row(row)
+
+
+def _columns_ok(rows: list[tuple[Any, ...]]) -> bool:
+    cols = list(zip(*rows, strict=True))
+    text_ok = all(isinstance(v, str) and v for i in (0, 1, 3, 7) for v in cols[i])
+    ints_ok = all(type(v) is int and v >= 1 for v in cols[2]) and all(
+        v is None or (type(v) is int and v >= 1) for v in cols[6]) and all(
+        type(v) is int and v >= 0 for i in (16, 17) for v in cols[i])
+    enums_ok = set(cols[4]) <= _TYPES and set(cols[10]) <= _STATUSES and set(cols[11]) <= _KINDS
+    opt_ok = all(v is None or isinstance(v, str) for i in (5, 12, 13) for v in cols[i])
+    if not (text_ok and ints_ok and enums_ok and opt_ok):
+        return False
+    try:
+        for v in set(cols[8]) | (set(cols[9]) - {None}):
+            parse_time(v)
+        for text in set(cols[14]):
+            _mapping(text)
+        for text in set(cols[15]):
+            _names(text)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        return False
+    return True
 
 
 def check_transition_rows(rows: list[tuple[Any, ...]]) -> None:
