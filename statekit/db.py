@@ -7,6 +7,20 @@ lock instead of deadlocking on an upgrade. Lock and connection errors are
 retried with backoff up to ``lock_timeout`` seconds; past that the error
 reaches the caller.
 
+Opening never harms what it opens. A SQLite path must be a new or empty file,
+or a SQLite database (a text file, a folder or a symlink to /etc/passwd is
+refused before SQLite touches it). A database that holds tables but no
+``statekit_meta`` is refused unchanged (bytes and journal mode) unless
+``create=True``; one holding a table named like statekit's (``state_snapshots``...)
+without ``statekit_meta`` is refused even then, on PostgreSQL too, where a
+schema with only unrelated tables is used as it is (shared schemas are common
+there). A newer schema, or statekit tables missing columns, are refused before
+anything is written; only then is the file switched to WAL. A SQLite file or
+folder the user may not write is opened read-only (``mode=ro``; no WAL switch,
+no checkpointer): reads work and a save is one StatekitError. Driver errors a
+user can meet (a full disk, a read-only store, a damaged file) leave
+``run_hot``/``run_write`` as one StatekitError line (:meth:`DatabaseManager.user_error`).
+
 The hot paths (save, load) run a handful of prepared SQL statements on the
 driver's cursor inside SQLAlchemy's transaction: an ORM session per save costs
 several times a raw insert. Everything else uses SQLAlchemy Core.
@@ -18,7 +32,6 @@ import functools
 import os
 import random
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,9 +46,9 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
-from . import models
+from . import models, storefile
 from .checkpoint import Checkpointer
-from .errors import IntegrityError, InvalidArgumentError, SchemaVersionError, StatekitError
+from .errors import InvalidArgumentError, SchemaVersionError, StatekitError
 
 T = TypeVar("T")
 
@@ -58,7 +71,6 @@ SCHEMA_LOCK_KEY = 0x5737A7F
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"[A-Za-z]:[\\/]")
-SQLITE_MAGIC = b"SQLite format 3\x00"
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 """``MIGRATIONS[n]`` upgrades a store from schema n to n + 1, in one transaction."""
 
@@ -184,10 +196,10 @@ class DatabaseManager:
                 kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
             else:
                 path = Path(database)
-                self.read_only = _prepare_sqlite_file(path)
+                self.read_only = storefile.prepare_sqlite_file(path)
                 kwargs = {"connect_args": {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}}
                 if self.read_only:  # never write, never create -wal/-shm files we could not remove
-                    kwargs = {"creator": _read_only_connector(path)}
+                    kwargs = {"creator": storefile.read_only_connector(path, BUSY_TIMEOUT_MS / 1000)}
                 else:
                     self.checkpointer = Checkpointer(database)
             engine = sa.create_engine(u, **kwargs)
@@ -534,41 +546,9 @@ class DatabaseManager:
 
     def _check_tables(self, conn: Connection, version: int | None) -> None:
         """Refuse a database whose tables are not statekit's: it must not be changed, or misread."""
-        found = self._columns(conn)
         ours = {t.name: {c.name for c in t.columns} for t in ALL_TABLES}
-        if version is None:
-            clash = sorted(set(found) & set(ours))
-            if clash:
-                raise StatekitError(
-                    f"{self._where()} is not a statekit store: it has tables named {', '.join(clash)} but no "
-                    "statekit_meta. Use another database (or schema) for statekit; nothing was changed.")
-            if found and self.is_sqlite and not self.create:
-                names = sorted(found)
-                raise StatekitError(
-                    f"{self._where()} is not a statekit store: it holds other tables ({', '.join(names[:5])}"
-                    f"{', …' if len(names) > 5 else ''}). Pass create=True to add statekit's tables to it; "
-                    "nothing was changed.")
-            return
-        for name, columns in ours.items():
-            missing = columns - found.get(name, set())
-            if missing:
-                raise StatekitError(
-                    f"{self._where()} is not a usable statekit store: its table {name} "
-                    f"{'is missing' if name not in found else 'lacks the columns ' + ', '.join(sorted(missing))}. "
-                    "Nothing was changed.")
-
-    def _columns(self, conn: Connection) -> dict[str, set[str]]:
-        """Every table of the store's database (SQLite) or schema (PostgreSQL) and its columns."""
-        if self.is_sqlite:
-            sql = ("SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p "
-                   "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'")
-        else:
-            sql = ("SELECT table_name, column_name FROM information_schema.columns "
-                   "WHERE table_schema = current_schema()")
-        out: dict[str, set[str]] = {}
-        for table, column in conn.exec_driver_sql(sql):
-            out.setdefault(table, set()).add(column)
-        return out
+        storefile.check_tables(storefile.table_columns(conn, self.is_sqlite), ours, version, sqlite=self.is_sqlite,
+                               create=self.create, where=self._where())
 
     def _where(self) -> str:
         u = self.engine.url
@@ -579,23 +559,7 @@ class DatabaseManager:
 
         Errors statekit cannot explain are returned unchanged.
         """
-        orig = getattr(exc, "orig", None) or exc
-        text = str(orig).strip().splitlines()[0][:200] if str(orig).strip() else type(orig).__name__
-        low = text.lower()
-        code = getattr(orig, "sqlstate", None) or ""
-        if "disk is full" in low or "no space left" in low or code == "53100":
-            return StatekitError(f"The store's disk is full ({text}); nothing was written. Free some space and "
-                                 "try again: earlier versions are intact.")
-        if "readonly database" in low or "read-only" in low or code in ("25006", "42501"):
-            return StatekitError(f"This store cannot be written ({text}): it is read-only for you, so reading "
-                                 "works but nothing can be saved; nothing was changed.")
-        if "not a database" in low or "malformed" in low or "disk i/o error" in low or "corrupt" in low:
-            return IntegrityError(f"{self._where()} is damaged or not a statekit store ({text}). Restore it "
-                                  "from a backup; nothing was changed.")
-        if "unable to open database" in low:
-            return StatekitError(f"{self._where()} cannot be opened ({text}); check that it is a file you may "
-                                 "read, in a folder you may enter.")
-        return exc
+        return storefile.explain(exc, self._where())
 
     def schema_version(self) -> int:
         with self.read() as conn:
@@ -603,102 +567,7 @@ class DatabaseManager:
         return found or 0
 
 
-def _prepare_sqlite_file(path: Path) -> bool:
-    """Check an existing store file (it must be a SQLite database) or create a new one readable by its owner only.
-
-    Returns True when the file or its folder may not be written: the store is then opened read-only.
-    A file that is not SQLite (text, a folder, a device, a symlink to /etc/passwd) is refused before
-    SQLite opens it, so nothing is written next to it.
-    """
-    if path.exists() or path.is_symlink():
-        if path.is_dir():
-            raise InvalidArgumentError(f"{path} is a folder, not a store file; name a file in it (e.g. {path}/state.db).")
-        if not path.is_file():
-            raise InvalidArgumentError(f"{path} is not a regular file (or a symlink to a missing one); "
-                                       "a statekit store is a SQLite file.")
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(len(SQLITE_MAGIC))
-        except OSError as exc:
-            raise InvalidArgumentError(f"Cannot read the store file {path}: {exc.strerror}.") from None
-        if head and head != SQLITE_MAGIC:
-            raise InvalidArgumentError(f"{path} is not a SQLite database, so not a statekit store; nothing was changed.")
-        folder = path.resolve().parent
-        return not (os.access(path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK))
-    parent = path.parent
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True, mode=0o700)
-        except OSError as exc:
-            raise InvalidArgumentError(f"Cannot create the store's folder {parent}: {exc.strerror}.") from None
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise InvalidArgumentError(f"Cannot create the store file {path}: {exc.strerror}.") from None
-    return False
-
-
-def _read_only_connector(path: Path) -> Callable[[], Any]:
-    """Connections that never write: mode=ro; immutable=1 when SQLite cannot set up a WAL index beside the file.
-
-    A WAL store whose folder we may not write has no -shm we can create: SQLite then needs
-    ``immutable=1``, which is right because nobody can be writing it without a -wal file there.
-    """
-    uri = path.resolve().as_uri()
-    wal = Path(str(path) + "-wal")
-
-    def connect() -> Any:
-        con = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
-        try:
-            con.execute("SELECT COUNT(*) FROM sqlite_master").fetchall()
-            return con
-        except sqlite3.OperationalError:
-            con.close()
-            if wal.exists():
-                raise
-        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
-
-    return connect
-
-
-def _upgrade_checksums(conn: Connection) -> None:
-    """Schema 1 -> 2: widen the checksum column and give every format-1 row that verifies a format-2 checksum.
-
-    A row whose format-1 checksum (or names) does not verify keeps it, so verify() still reports it.
-    """
-    from .rows import SnapshotDamage, full_columns, full_from_row, stored_checksum
-
-    postgres = conn.dialect.name == "postgresql"
-    if postgres:
-        conn.exec_driver_sql("ALTER TABLE state_snapshots ALTER COLUMN checksum TYPE VARCHAR(160)")
-    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    mark = "%s" if postgres else "?"
-    after = ""
-    while True:
-        cur.execute(f"SELECT {full_columns(postgres)} FROM state_snapshots WHERE snapshot_id > {mark} "
-                    f"AND length(checksum) = 64 ORDER BY snapshot_id LIMIT 200", (after,))
-        rows = cur.fetchall()
-        if not rows:
-            return
-        updates = []
-        for raw in rows:
-            try:
-                row = full_from_row(raw)
-                row.verify()
-            except SnapshotDamage:
-                continue
-            if row.format == 1:
-                updates.append((stored_checksum(row.snapshot, row.metadata_text, row.names_text),
-                                row.snapshot.snapshot_id))
-        if updates:
-            cur.executemany(f"UPDATE state_snapshots SET checksum = {mark} WHERE snapshot_id = {mark}", updates)
-        after = rows[-1][0]
-
-
-MIGRATIONS[1] = _upgrade_checksums
+MIGRATIONS[1] = storefile.upgrade_checksums
 READABLE_FROM = 1
 """The oldest schema a read-only store may have and still be read (schema 1 differs only in checksum format)."""
 

@@ -109,7 +109,7 @@ class SnapshotRecord(SQLModel, table=True):
 
     ``state_data`` holds the values that are plain JSON, readable from SQL;
     ``items`` describes the other values (codec and chunk digests). The
-    checksum covers both.
+    checksum covers every column (see ``rows.py``).
     """
 
     __tablename__ = "state_snapshots"

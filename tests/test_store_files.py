@@ -464,3 +464,30 @@ def test_a_plain_path_with_spaces_is_still_a_store(tmp_path: Path) -> None:
     with StateManager("my store.db") as sm:
         sm.save("e", {"a": 1})
     assert (tmp_path / "my store.db").is_file()
+
+
+@pytest.mark.postgres
+def test_a_postgres_role_that_may_only_read_reads_and_a_save_fails_cleanly() -> None:
+    url, schema = fresh_pg_url()
+    role = f"sk_ro_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(url)
+    try:
+        with StateManager(url) as sm:
+            sm.save("e", {"a": 1, "arr": np.arange(10)})
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+            conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
+            conn.exec_driver_sql(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO {role}')
+        with StateManager(url.replace("://postgres@", f"://{role}@", 1)) as reader:
+            assert reader.load("e")["a"] == 1 and reader.history("e")["version"].tolist() == [1]
+            assert reader.verify().empty
+            with pytest.raises(StatekitError, match="read-only for you") as caught:
+                reader.save("e", {"a": 2})
+            one_line(caught.value)
+        with StateManager(url) as sm:
+            assert sm.head_version("e") == 1
+    finally:
+        drop_pg_schema(schema)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+        admin.dispose()
