@@ -12,7 +12,8 @@ gone (``missing_chunk``), a descriptor digest without a link row
 parent or branch head that points at a missing or different snapshot
 (``missing_parent``, ``parent_mismatch``, ``missing_head``, ``head_mismatch``),
 a version counter behind the versions it handed out (``version_counter``), an
-audit record that cannot be read (``unreadable_transition``), a SQLite file
+audit record, entity or branch row that cannot be read (``unreadable_transition``,
+``unreadable_entity``, ``unreadable_branch``), a SQLite file
 whose pages or indexes are damaged (``store_damaged``, from ``PRAGMA quick_check``).
 ``unreadable`` also covers any snapshot column that cannot be read (a kind, a
 time, names, metadata) and names that do not list exactly the values held.
@@ -40,7 +41,14 @@ import pandas as pd
 
 from .db import DatabaseManager
 from .errors import IntegrityError
-from .rows import TRANSITION_COLUMNS, SnapshotDamage, full_columns, full_from_row, transition_from_row
+from .rows import (
+    TRANSITION_COLUMNS,
+    SnapshotDamage,
+    full_columns,
+    full_from_row,
+    parse_time,
+    transition_from_row,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -286,7 +294,21 @@ def find_problems(src: SqlSource, entity_id: str | None = None) -> list[dict[str
             except IntegrityError as exc:
                 add(raw[1], None, None, "unreadable_transition", str(exc).split(" is damaged: ", 1)[-1])
 
-    # 8. waste (store-wide only)
+    # 8. entity and branch rows that cannot be read (entities() and branches() would refuse them)
+    for table, cols in (("state_entities", "entity_id, entity_id, created_at, last_version"),
+                        ("state_branches", "entity_id, name, created_at, head_version")):
+        for e, name, created, number in src.rows(f"SELECT {cols} FROM {table}" + (f" WHERE {scope}" if scope else ""),
+                                                 p):
+            try:
+                parse_time(created)
+                if number is not None and not (isinstance(number, int) and number >= 0):
+                    raise ValueError(f"{number!r} is not a version")
+            except (ValueError, TypeError, OverflowError) as exc:
+                what = "entity row" if table == "state_entities" else f"branch {name!r}"
+                add(e, None, None, "unreadable_" + ("entity" if table == "state_entities" else "branch"),
+                    f"its {what} cannot be read ({exc})")
+
+    # 9. waste (store-wide only)
     if entity_id is None:
         n, size = src.rows("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM state_payloads c WHERE NOT EXISTS "
                            "(SELECT 1 FROM state_snapshot_payloads l WHERE l.digest = c.digest)")[0]

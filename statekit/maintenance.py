@@ -53,7 +53,7 @@ import pandas as pd
 
 from . import validate
 from .db import as_utc, utcnow
-from .errors import InvalidArgumentError, NotFoundError
+from .errors import IntegrityError, InvalidArgumentError, NotFoundError
 from .integrity import SqlSource, chunk_faults, consistent_read, digests_of, find_problems, placeholders, problems_frame
 from .models import MAIN_BRANCH, SnapshotStatus, TransitionType
 from .repository import _damaged
@@ -80,8 +80,8 @@ def verify(sm: StateManager, entity_id: str | None = None) -> pd.DataFrame:
                 problems += _page_problems(sm.db.cursor(conn))
             if not problems:
                 problems = find_problems(SqlSource.of_store(sm.db, conn), eid)
-    except sm.db.driver_errors as exc:
-        if not sm.db.is_sqlite or not problems:
+    except (*sm.db.driver_errors, IntegrityError) as exc:  # consistent_read maps a damaged file to IntegrityError
+        if not problems:
             problems.append(_store_problem(f"the store could not be read to the end ({_first_line(exc)})"))
     sm._metrics.record("verify", time.perf_counter() - started)
     return problems_frame(problems)

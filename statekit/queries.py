@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from .db import DatabaseManager, utcnow
+from .errors import IntegrityError
 from .repository import META_COLUMNS
 from .rows import check_meta_rows, check_transition_rows
 
@@ -24,7 +25,11 @@ def _j(v: Any) -> Any:
 
 def _times(frame: pd.DataFrame, *cols: str) -> pd.DataFrame:
     for c in cols:
-        frame[c] = pd.to_datetime(frame[c], utc=True, format="mixed")
+        try:
+            frame[c] = pd.to_datetime(frame[c], utc=True, format="mixed")
+        except (ValueError, TypeError, OverflowError) as exc:  # a damaged row: say so, never a parser's error
+            raise IntegrityError(f"The store is damaged: a {c} value is not a time ({str(exc)[:120]}); "
+                                 "run verify() to find the row.") from None
     return frame
 
 

@@ -273,3 +273,18 @@ def test_a_schema_1_backup_restores_and_a_schema_1_postgres_store_is_upgraded(st
             assert sm.save("exp", {"n": 5}, merge=True).version == 5
         lengths = {r[0] for r in sql(store_url, "SELECT length(checksum) FROM state_snapshots")}
         assert lengths == {129}
+
+
+def test_unreadable_entity_and_branch_rows_are_integrity_errors_and_verify_reports_them(sqlite_url: str) -> None:
+    make(sqlite_url)
+    with StateManager(sqlite_url) as sm:
+        sm.create_branch(E, "try")
+    sql(sqlite_url, "UPDATE state_branches SET created_at = 'y' WHERE name = 'try'")
+    sql(sqlite_url, "UPDATE state_entities SET created_at = 'z'")
+    with StateManager(sqlite_url, cache_size=0) as sm:
+        with pytest.raises(IntegrityError, match="not a time"):
+            sm.entities()
+        with pytest.raises(IntegrityError, match="not a time"):
+            sm.branches(E)
+        assert sorted(sm.verify()["problem"]) == ["unreadable_branch", "unreadable_entity"]
+        assert sm.load(E)["note"] == "two"
