@@ -87,7 +87,7 @@ def resolve_url(url: str | None) -> str:
         if ":" in (url[2:] if _DRIVE.match(url) else url):
             raise InvalidArgumentError(
                 f"{url!r} is neither a database URL (sqlite:///path/to/state.db, postgresql+psycopg://...) "
-                "nor a plain path to a store file; check it."
+                "nor a plain path to a store file; check it (a path with ':' in it goes as sqlite:///path)."
             )
         if url.endswith(("/", os.sep)):
             raise InvalidArgumentError(f"{url!r} names a folder; name the store file in it (e.g. {url}state.db).")
