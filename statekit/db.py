@@ -508,7 +508,12 @@ class DatabaseManager:
                 )
 
         self._use_wal()
-        self.run_write(work)
+        try:
+            self.run_write(work)
+        except storefile.ReadOnlyStoreError:
+            if current is None or current < READABLE_FROM:
+                raise
+            # a role that may only read an older store (PostgreSQL): read it as it is, until its owner upgrades it
 
     def _use_wal(self) -> None:
         """Switch a writable SQLite file to WAL (persistent), once it is known to be a statekit store."""

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+class ReadOnlyStoreError(StatekitError):
+    """The store may be read but not written by this user (file modes, or a PostgreSQL role)."""
+
+
 def prepare_sqlite_file(path: Path) -> bool:
     """Check an existing store file (it must be a SQLite database) or create a new one readable by its owner only.
 
@@ -163,7 +167,7 @@ def explain(exc: BaseException, where: str) -> BaseException:
         return StatekitError(f"The store's disk is full ({text}); nothing was written. Free some space and "
                              "try again: earlier versions are intact.")
     if "readonly database" in low or "read-only" in low or code in ("25006", "42501"):
-        return StatekitError(f"This store cannot be written ({text}): it is read-only for you, so reading "
+        return ReadOnlyStoreError(f"This store cannot be written ({text}): it is read-only for you, so reading "
                              "works but nothing can be saved; nothing was changed.")
     if "not a database" in low or "malformed" in low or "disk i/o error" in low or "corrupt" in low:
         return IntegrityError(f"{where} is damaged or not a statekit store ({text}). Restore it "

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -466,28 +467,56 @@ def test_a_plain_path_with_spaces_is_still_a_store(tmp_path: Path) -> None:
     assert (tmp_path / "my store.db").is_file()
 
 
-@pytest.mark.postgres
-def test_a_postgres_role_that_may_only_read_reads_and_a_save_fails_cleanly() -> None:
+@contextlib.contextmanager
+def pg_store_and_reader() -> Iterator[tuple[str, Any]]:
+    """A fresh PostgreSQL store's URL, and a function giving the URL of a role that may only read it."""
     url, schema = fresh_pg_url()
     role = f"sk_ro_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(url)
-    try:
-        with StateManager(url) as sm:
-            sm.save("e", {"a": 1, "arr": np.arange(10)})
+
+    def reader() -> str:
         with admin.begin() as conn:
             conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
             conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
             conn.exec_driver_sql(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO {role}')
-        with StateManager(url.replace("://postgres@", f"://{role}@", 1)) as reader:
-            assert reader.load("e")["a"] == 1 and reader.history("e")["version"].tolist() == [1]
-            assert reader.verify().empty
-            with pytest.raises(StatekitError, match="read-only for you") as caught:
-                reader.save("e", {"a": 2})
-            one_line(caught.value)
-        with StateManager(url) as sm:
-            assert sm.head_version("e") == 1
+        return url.replace("://postgres@", f"://{role}@", 1)
+
+    try:
+        yield url, reader
     finally:
         drop_pg_schema(schema)
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
         admin.dispose()
+
+
+@pytest.mark.postgres
+def test_a_postgres_role_that_may_only_read_reads_and_a_save_fails_cleanly() -> None:
+    with pg_store_and_reader() as (url, reader):
+        with StateManager(url) as sm:
+            sm.save("e", {"a": 1, "arr": np.arange(10)})
+        with StateManager(reader()) as ro:
+            assert ro.load("e")["a"] == 1 and ro.history("e")["version"].tolist() == [1]
+            assert ro.verify().empty
+            with pytest.raises(StatekitError, match="read-only for you") as caught:
+                ro.save("e", {"a": 2})
+            one_line(caught.value)
+        with StateManager(url) as sm:
+            assert sm.head_version("e") == 1
+
+
+@pytest.mark.postgres
+def test_a_postgres_role_that_may_only_read_reads_an_older_store_without_upgrading_it() -> None:
+    with pg_store_and_reader() as (url, reader):
+        with StateManager(url) as sm:
+            sm.restore(Path(__file__).parent / "data" / "schema1_store.skb")  # rows of statekit 0.x
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:  # as statekit 0.x left a PostgreSQL store
+            conn.exec_driver_sql("ALTER TABLE state_snapshots ALTER COLUMN checksum TYPE VARCHAR(64)")
+            conn.exec_driver_sql("UPDATE statekit_meta SET value = '1' WHERE key = 'schema_version'")
+        engine.dispose()
+        with StateManager(reader()) as ro:
+            assert ro.db.schema_version() == 1
+            assert ro.load("exp")["n"] == 4 and ro.verify().empty
+            with pytest.raises(StatekitError, match="read-only for you"):
+                ro.save("exp", {"n": 5})
