@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .codecs import dumps
@@ -63,17 +63,23 @@ def state_checksum(state_text: str, items_text: str) -> str:
     return h.hexdigest()
 
 
-def _stamp(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_HEADER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+
+
+def _stamp(value: datetime | None) -> int | None:
+    """A time as whole microseconds since 1970 UTC: what both databases keep of it, in any time zone."""
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
 
 
 def row_checksum(s: StateSnapshot, metadata_text: str, names_text: str) -> str:
     """sha256 over every column that defines the snapshot; ``s.checksum`` (the content hash) stands for its values."""
-    header = json.dumps([
-        s.snapshot_id, s.entity_id, s.version, s.branch, str(s.state_type), s.parent_snapshot_id,
-        s.parent_version, _stamp(s.created_at), _stamp(s.expires_at), str(s.status), str(s.kind), s.actor,
+    header = _HEADER.encode([
+        s.snapshot_id, s.entity_id, s.version, s.branch, s.state_type.value, s.parent_snapshot_id,
+        s.parent_version, _stamp(s.created_at), _stamp(s.expires_at), s.status.value, s.kind.value, s.actor,
         s.message, s.size_bytes, s.new_bytes, s.checksum,
-    ], ensure_ascii=True, separators=(",", ":"))
+    ])
     h = hashlib.sha256()
     for part in (header, metadata_text, names_text):
         data = part.encode("utf-8", "surrogatepass")
@@ -177,8 +183,38 @@ def _mapping(text: Any) -> dict[str, Any]:
     return value
 
 
+_KIND_OF = {k.value: k for k in TransitionType}
+_TYPE_OF = {t.value: t for t in StateType}
+_STATUS_OF = {t.value: t for t in SnapshotStatus}
+
+
 def snapshot_from_row(row: tuple[Any, ...]) -> StateSnapshot:
-    """A StateSnapshot from a row of SNAPSHOT_COLUMNS; a column that cannot be read is SnapshotDamage."""
+    """A StateSnapshot from a row of SNAPSHOT_COLUMNS; a column that cannot be read is SnapshotDamage.
+
+    The common case is checked in one go; a row that fails is checked column by column, to name the column.
+    """
+    try:
+        sid, e, v, b, t, psid, pv, checksum, created, expires = row[:10]
+        size, new = row[16], row[17]
+        if not (type(sid) is str and sid and type(e) is str and e and type(v) is int and v >= 1
+                and type(b) is str and b and (psid is None or type(psid) is str)
+                and (pv is None or (type(pv) is int and pv >= 1)) and type(checksum) is str and checksum
+                and (row[12] is None or type(row[12]) is str) and (row[13] is None or type(row[13]) is str)
+                and type(size) is int and size >= 0 and type(new) is int and new >= 0):
+            raise TypeError
+        metadata = _mapping(row[14])
+        return StateSnapshot(
+            snapshot_id=sid, entity_id=e, version=v, branch=b, state_type=_TYPE_OF[t], parent_snapshot_id=psid,
+            parent_version=pv, checksum=checksum.split(":", 1)[0], created_at=parse_time(created),
+            expires_at=None if expires is None else parse_time(expires), status=_STATUS_OF[row[10]],
+            kind=_KIND_OF[row[11]], actor=row[12], message=row[13], metadata=metadata, names=_names(row[15]),
+            size_bytes=size, new_bytes=new,
+        )
+    except (ValueError, TypeError, OverflowError, KeyError, AttributeError, RecursionError):
+        return _snapshot_from_row_slowly(row)
+
+
+def _snapshot_from_row_slowly(row: tuple[Any, ...]) -> StateSnapshot:
     return StateSnapshot(
         snapshot_id=_column(row, "snapshot_id", row[0], _str),
         entity_id=_column(row, "entity_id", row[1], _str),
@@ -281,6 +317,9 @@ def _descriptors(text: Any) -> dict[str, Any]:
 def full_from_row(row: tuple[Any, ...]) -> SnapshotRow:
     """A SnapshotRow from a row of FULL_COLUMNS."""
     snap = snapshot_from_row(row)
+    texts = (row[18], row[19], row[14], row[15])
+    if all(type(t) is str for t in texts):  # as stored (SQLite, or ::text on PostgreSQL)
+        return SnapshotRow(snap, *texts, row[7])
     return SnapshotRow(snap, _column(row, "state_data", row[18], _text), _column(row, "items", row[19], _text),
                        _column(row, "metadata", row[14], _text), _column(row, "names", row[15], _text), row[7])
 
