@@ -186,9 +186,24 @@ def _copy_out(sm: StateManager, conn: Connection, out: sqlite3.Connection, table
     exprs = [f"{c}::text" if c in js and not sm.db.is_sqlite else c for c in cols]
     select = f"SELECT {', '.join(exprs)} FROM {table.name} ORDER BY {', '.join(PK[table.name])}"
     for rows in stream(sm.db, conn, select, batch=BATCH.get(table.name, 1000)):
-        out.executemany(insert, [_normalize(r, cols, js, ts, blob, _file_ts) for r in rows])
+        try:
+            normalized = [_normalize(r, cols, js, ts, blob, _file_ts) for r in rows]
+        except (ValueError, TypeError, OverflowError, AttributeError):
+            bad = next(r for r in rows if not _normalizes(r, cols, js, ts, blob))
+            raise IntegrityError(
+                f"The store is damaged: the {table.name} row {dict(zip(cols, bad, strict=True))[cols[0]]!r} "
+                "holds a value that is not what its column stores; run verify(). Nothing was written.") from None
+        out.executemany(insert, normalized)
         n += len(rows)
     return n
+
+
+def _normalizes(row: tuple[Any, ...], cols: list[str], js: set[str], ts: set[str], blob: set[str]) -> bool:
+    try:
+        _normalize(row, cols, js, ts, blob, _file_ts)
+    except (ValueError, TypeError, OverflowError, AttributeError):
+        return False
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:

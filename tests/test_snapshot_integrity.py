@@ -288,3 +288,13 @@ def test_unreadable_entity_and_branch_rows_are_integrity_errors_and_verify_repor
             sm.branches(E)
         assert sorted(sm.verify()["problem"]) == ["unreadable_branch", "unreadable_entity"]
         assert sm.load(E)["note"] == "two"
+
+
+def test_a_backup_of_a_row_that_cannot_be_read_is_refused_and_writes_no_file(sqlite_url: str, tmp_path: Path) -> None:
+    _sid1, sid2 = make(sqlite_url)
+    sql(sqlite_url, "UPDATE state_snapshots SET created_at = 'x' WHERE snapshot_id = :s", s=sid2)
+    with StateManager(sqlite_url) as sm:
+        with pytest.raises(IntegrityError, match=f"state_snapshots row '{sid2}'") as caught:
+            sm.backup(tmp_path / "b.skb")
+        assert "\n" not in str(caught.value)
+    assert not [p for p in tmp_path.iterdir() if "skb" in p.name]
