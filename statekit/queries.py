@@ -74,7 +74,7 @@ def history(db: DatabaseManager, entity_id: str, *, branch: str | None, include_
         "expires_at": _utc(expires_at),
         "snapshot_id": pd.array(snapshot_id, dtype=object),
         "parent_snapshot_id": pd.array(parent_id, dtype=object),
-        "checksum": pd.array(checksum, dtype=object),
+        "checksum": pd.array([c.split(":", 1)[0] for c in checksum], dtype=object),  # as StateSnapshot.checksum
         "metadata": _parsed(metadata, dict),
     })
     return frame[HISTORY_COLUMNS]

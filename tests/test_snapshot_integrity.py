@@ -298,3 +298,9 @@ def test_a_backup_of_a_row_that_cannot_be_read_is_refused_and_writes_no_file(sql
             sm.backup(tmp_path / "b.skb")
         assert "\n" not in str(caught.value)
     assert not [p for p in tmp_path.iterdir() if "skb" in p.name]
+
+
+def test_history_shows_the_checksum_a_snapshot_has(sm: StateManager) -> None:
+    snaps = [sm.save(E, {"a": i}) for i in range(3)]
+    assert sm.history(E)["checksum"].tolist() == [s.checksum for s in snaps] == [sm.get(E, s.version).checksum
+                                                                                 for s in snaps]
