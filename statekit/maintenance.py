@@ -57,7 +57,7 @@ from .errors import IntegrityError, InvalidArgumentError, NotFoundError
 from .integrity import SqlSource, chunk_faults, consistent_read, digests_of, find_problems, placeholders, problems_frame
 from .models import MAIN_BRANCH, SnapshotStatus, TransitionType
 from .repository import _damaged
-from .rows import SnapshotDamage, SnapshotRow, stored_checksum
+from .rows import SnapshotDamage, SnapshotRow, parse_time, stored_checksum
 from .snapshot import StateSnapshot, StateTransition
 
 if TYPE_CHECKING:
@@ -315,8 +315,11 @@ def _purge_group(sm: StateManager, conn: Connection, entity_ids: list[str], when
 def _purge_row(r: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]] | None:
     """(snapshot_id, (version, branch, parent, expires_at, size)); None for a row too damaged to judge (kept)."""
     try:
-        return r[0], (int(r[1]), r[2], r[3], as_utc(r[4]), int(r[5] or 0))
-    except (ValueError, TypeError, OverflowError):
+        expires = None if r[4] is None else parse_time(r[4])
+        if type(r[1]) is not int or not isinstance(r[0], str):
+            raise TypeError("not a version")
+        return r[0], (r[1], r[2], r[3], expires, int(r[5] or 0))
+    except (ValueError, TypeError, OverflowError, AttributeError):
         return None
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -304,3 +305,61 @@ def test_history_shows_the_checksum_a_snapshot_has(sm: StateManager) -> None:
     snaps = [sm.save(E, {"a": i}) for i in range(3)]
     assert sm.history(E)["checksum"].tolist() == [s.checksum for s in snaps] == [sm.get(E, s.version).checksum
                                                                                  for s in snaps]
+
+
+# ================================================================ any value in any column: a result or a StatekitError
+
+COLUMNS = ["snapshot_id", "entity_id", "version", "branch", "state_type", "parent_snapshot_id", "parent_version",
+           "checksum", "created_at", "expires_at", "status", "kind", "actor", "message", "metadata", "names",
+           "size_bytes", "new_bytes", "state_data", "items"]
+
+
+def readers(sm: StateManager) -> list[Any]:
+    return [lambda: sm.load(E), lambda: sm.load(E, 1), lambda: sm.load(E, 2), lambda: sm.get(E, 2),
+            lambda: sm.load(E, 2, branch="main", names=["note"]), lambda: sm.load_many([E]), lambda: sm.history(E),
+            lambda: sm.transitions(E), lambda: sm.diff(E, 1, 2), lambda: sm.diff(E), sm.verify, sm.entities,
+            lambda: sm.branches(E), lambda: sm.last_intact(E), lambda: sm.save(E, {"x": 1}, merge=True),
+            lambda: sm.rollback(E, 1), sm.purge_expired]
+
+
+def test_any_value_in_any_column_gives_a_result_or_a_statekit_error_on_sqlite(tmp_path: Path) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from statekit import StatekitError
+
+    values = st.one_of(
+        st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1), st.floats(allow_nan=True),
+        st.text(max_size=20), st.binary(max_size=20),
+        st.sampled_from(['{}', '[]', '{"a": 1}', '["keep", "keep"]', '[1]', '"x"', 'null', '{"keep": {}}',
+                         '{"df": {"codec": "npy", "chunks": [5]}}', "2026-13-45 99:99:99", "main", "v2:x",
+                         "a" * 64 + ":" + "b" * 64]),
+    )
+    base = tmp_path / "base.db"
+    sids = make(f"sqlite:///{base}")
+    assert not Path(f"{base}-wal").exists() or Path(f"{base}-wal").stat().st_size == 0
+    shutil.copy(base, tmp_path / "intact.db")
+    with StateManager(f"sqlite:///{tmp_path / 'intact.db'}") as sm:  # the copy holds both versions
+        assert sm.load(E)["keep"] == 1 and sm.verify().empty
+    counter = iter(range(10**6))
+    examples = int(os.environ.get("STATEKIT_FUZZ_EXAMPLES", "60"))
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(column=st.sampled_from(COLUMNS), value=values, which=st.sampled_from([0, 1]))
+    def check(column: str, value: Any, which: int) -> None:
+        path = tmp_path / f"c{next(counter)}.db"
+        shutil.copy(base, path)
+        with sqlite3.connect(path) as con:
+            try:
+                con.execute(f"UPDATE state_snapshots SET {column} = ? WHERE snapshot_id = ?", (value, sids[which]))
+            except sqlite3.Error:
+                return  # a NOT NULL or unique column refuses it: that damage cannot exist
+        con.close()
+        with StateManager(f"sqlite:///{path}", cache_size=0) as sm:
+            for read in readers(sm):
+                try:
+                    read()
+                except StatekitError as exc:
+                    assert "\n" not in str(exc).strip(), exc
+
+    check()
