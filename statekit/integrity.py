@@ -160,7 +160,7 @@ def chunk_faults(src: SqlSource, digests: Iterable[str]) -> dict[str, str]:
                 f"SELECT digest, encode(sha256(data), 'hex') = digest FROM state_payloads WHERE digest IN ({marks})",
                 params)}
         else:
-            found = {d: hashlib.sha256(data).hexdigest() == d
+            found = {d: hashlib.sha256(_bytes(data)).hexdigest() == d
                      for d, data in src.each(f"SELECT digest, data FROM state_payloads WHERE digest IN ({marks})", params)}
         for d in part:
             if d not in found:
@@ -322,6 +322,11 @@ def find_problems(src: SqlSource, entity_id: str | None = None) -> list[dict[str
     return out
 
 
+def _bytes(data: Any) -> bytes:
+    """A chunk's stored bytes; a damaged row holding text or a number has none (and fails its digest)."""
+    return bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else b"\x00not bytes"
+
+
 def _label(value: Any) -> str | None:
     """An id column as text, whatever a damaged row holds."""
     return value if value is None or isinstance(value, str) else repr(value)
@@ -339,6 +344,7 @@ def _corrupt_chunks(src: SqlSource, entity_id: str | None) -> dict[str, str]:
             bad[d] = "does not match its digest" if not ok else f"is {length} bytes, not {size}"
         return bad
     for d, size, data in src.each(f"SELECT digest, size, data FROM state_payloads WHERE {where}", p):
+        data = _bytes(data)
         if hashlib.sha256(data).hexdigest() != d:
             bad[d] = "does not match its digest"
         elif len(data) != size:

@@ -10,7 +10,7 @@ import pandas as pd
 from .db import DatabaseManager, utcnow
 from .errors import IntegrityError
 from .repository import META_COLUMNS
-from .rows import check_meta_rows, check_transition_rows
+from .rows import check_branch_rows, check_meta_rows, check_transition_rows
 
 HISTORY_COLUMNS = [
     "version", "branch", "parent_version", "kind", "created_at", "actor", "message", "names",
@@ -136,8 +136,10 @@ def branches(db: DatabaseManager, entity_id: str) -> pd.DataFrame:
         cur.execute(db.sql(sql), {"e": entity_id})
         return cur.fetchall()
 
+    records = db.run_read(work)
+    check_branch_rows(records, entity_id)
     frame = pd.DataFrame.from_records(
-        db.run_read(work), columns=["branch", "head_version", "base_version", "head_snapshot_id", "created_at"]
+        records, columns=["branch", "head_version", "base_version", "head_snapshot_id", "created_at"]
     )
     for c in ("head_version", "base_version"):
         frame[c] = frame[c].astype("Int64")

@@ -19,7 +19,9 @@ from .rows import (
     FULL_COLUMNS,
     META_COLUMNS,
     SnapshotRow,
+    branch_head,
     damaged,
+    entity_type,
     full_columns,
     full_from_row,
     snapshot_from_row,
@@ -129,14 +131,19 @@ class Repository:
             cur.execute(self.q_new_entity, {"e": entity_id, "t": state_type, "now": self.db.ts(now)})
             cur.execute(bump, params)
             row = cur.fetchone()
+        if type(row[0]) is not int:
+            raise IntegrityError(f"The entity row of {entity_id!r} is damaged: its version counter {row[0]!r} "
+                                 "is not a number. Run verify(); nothing was saved.", entity_id=entity_id)
+        kind = entity_type(entity_id, row[1]).value
         if self.db.is_sqlite:
-            return int(row[0]), row[1], ((row[2], row[3]) if row[4] is not None else None)
-        return int(row[0]), row[1], self.branch_head(cur, entity_id, branch)
+            return row[0], kind, (branch_head(entity_id, branch, row[2], row[3]) if row[4] is not None else None)
+        return row[0], kind, self.branch_head(cur, entity_id, branch)
 
     def branch_head(self, cur: Any, entity_id: str, branch: str) -> tuple[str | None, int | None] | None:
+        """(head snapshot id, head version) of the branch, None when it does not exist."""
         cur.execute(self.q_branch, {"e": entity_id, "b": branch})
         row = cur.fetchone()
-        return (row[0], row[1]) if row else None
+        return branch_head(entity_id, branch, row[0], row[1]) if row else None
 
     def existing_digests(self, cur: Any, digests: Iterable[str]) -> set[str]:
         found: set[str] = set()
@@ -219,7 +226,9 @@ class Repository:
                 {f"d{i}": d for i, d in enumerate(part)},
             )
             for digest, data in cur.fetchall():
-                out[digest] = bytes(data) if not isinstance(data, bytes) else data
+                # a damaged row may hold text or a number: no bytes, so it cannot match its digest
+                out[digest] = bytes(data) if isinstance(data, (bytearray, memoryview)) else \
+                    data if isinstance(data, bytes) else b"\x00not bytes"
         for d in wanted:
             if d not in out:
                 raise _damaged(owner, f"its payload chunk {d[:12]}… is missing")

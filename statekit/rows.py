@@ -394,3 +394,31 @@ def check_transition_rows(rows: list[tuple[Any, ...]]) -> None:
     """Raise IntegrityError for the first row of TRANSITION_COLUMNS that cannot be read."""
     for row in rows:
         transition_from_row(row)
+
+
+def branch_head(entity_id: str, branch: Any, sid: Any, version: Any) -> tuple[str | None, int | None]:
+    """A branch row's head (snapshot id, version); a damaged one is an IntegrityError naming the branch."""
+    if (sid is None) != (version is None) or not (sid is None or (isinstance(sid, str) and sid)) or not (
+            version is None or (type(version) is int and version >= 1)):
+        raise IntegrityError(
+            f"Branch {branch!r} of {entity_id!r} is damaged: its head ({sid!r}, v{version!r}) cannot be read. "
+            "Run verify(); recover() or a rollback on another branch gets the state back.", entity_id=entity_id)
+    return sid, version
+
+
+def entity_type(entity_id: str, value: Any) -> StateType:
+    """An entity row's state type; a damaged one is an IntegrityError naming the entity."""
+    found = _TYPE_OF.get(value) if isinstance(value, str) else None
+    if found is None:
+        raise IntegrityError(f"The entity row of {entity_id!r} is damaged: its state type {value!r} is not one "
+                             "statekit knows. Run verify(); nothing was saved.", entity_id=entity_id)
+    return found
+
+
+def check_branch_rows(rows: list[tuple[Any, ...]], entity_id: str) -> None:
+    """Raise IntegrityError for the first (name, head_version, base_version, head_snapshot_id, ...) row unreadable."""
+    for row in rows:
+        branch_head(entity_id, row[0], row[3], row[1])
+        if not isinstance(row[0], str) or not (row[2] is None or (type(row[2]) is int and row[2] >= 1)):
+            raise IntegrityError(f"Branch {row[0]!r} of {entity_id!r} is damaged: its row cannot be read. "
+                                 "Run verify().", entity_id=entity_id)

@@ -172,6 +172,9 @@ def explain(exc: BaseException, where: str) -> BaseException:
     if "not a database" in low or "malformed" in low or "disk i/o error" in low or "corrupt" in low:
         return IntegrityError(f"{where} is damaged or not a statekit store ({text}). Restore it "
                               "from a backup; nothing was changed.")
+    if "state_snapshots.entity_id, state_snapshots.version" in text or "uq_state_snapshots_entity_version" in text:
+        return IntegrityError(f"{where} is damaged: an entity's version counter is behind the versions it holds "
+                              f"({text}). Run verify(); nothing was saved.")
     if "unable to open database" in low:
         return StatekitError(f"{where} cannot be opened ({text}); check that it is a file you may "
                              "read, in a folder you may enter.")
