@@ -35,9 +35,10 @@ changed (with counts and moved heads in its metadata). A restore into an empty
 store writes no transition, so the copy's audit trail is identical to the
 source's; the fact is recorded in ``statekit_meta`` (key ``last_restore``).
 
-To restore a backup of an older schema (none exists yet): open a copy of the
-file with ``StateManager("sqlite:///copy.db")``, which upgrades it in place, then
-back that up.
+A backup of schema 1 restores as it is: its rows keep their format-1
+checksums, which still verify (see ``rows.py``). For an older schema than
+that: open a copy of the file with ``StateManager("sqlite:///copy.db")``, which
+upgrades it in place, then back that up.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from . import __version__, models
 from .codecs import dumps
-from .db import ALL_TABLES, SQLITE_TS_FORMAT, as_utc, utcnow
+from .db import ALL_TABLES, READABLE_FROM, SQLITE_TS_FORMAT, as_utc, utcnow
 from .errors import ConflictError, IntegrityError, InvalidArgumentError, SchemaVersionError, StatekitError
 from .integrity import SqlSource, consistent_read, find_problems, stream
 from .snapshot import StateTransition
@@ -185,9 +186,24 @@ def _copy_out(sm: StateManager, conn: Connection, out: sqlite3.Connection, table
     exprs = [f"{c}::text" if c in js and not sm.db.is_sqlite else c for c in cols]
     select = f"SELECT {', '.join(exprs)} FROM {table.name} ORDER BY {', '.join(PK[table.name])}"
     for rows in stream(sm.db, conn, select, batch=BATCH.get(table.name, 1000)):
-        out.executemany(insert, [_normalize(r, cols, js, ts, blob, _file_ts) for r in rows])
+        try:
+            normalized = [_normalize(r, cols, js, ts, blob, _file_ts) for r in rows]
+        except (ValueError, TypeError, OverflowError, AttributeError):
+            bad = next(r for r in rows if not _normalizes(r, cols, js, ts, blob))
+            raise IntegrityError(
+                f"The store is damaged: the {table.name} row {dict(zip(cols, bad, strict=True))[cols[0]]!r} "
+                "holds a value that is not what its column stores; run verify(). Nothing was written.") from None
+        out.executemany(insert, normalized)
         n += len(rows)
     return n
+
+
+def _normalizes(row: tuple[Any, ...], cols: list[str], js: set[str], ts: set[str], blob: set[str]) -> bool:
+    try:
+        _normalize(row, cols, js, ts, blob, _file_ts)
+    except (ValueError, TypeError, OverflowError, AttributeError):
+        return False
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -251,7 +267,7 @@ def _check_file(con: sqlite3.Connection, source: Path) -> dict[str, Any]:
             raise IntegrityError(f"{source} is damaged: tables {', '.join(missing)} are missing. Nothing was changed.")
         row = con.execute(f"SELECT value FROM {models.meta_table.name} WHERE key = 'schema_version'").fetchone()
         version = int(row[0]) if row else 0
-        if version != models.SCHEMA_VERSION:
+        if not READABLE_FROM <= version <= models.SCHEMA_VERSION:  # schema 1 rows differ only in checksum format
             newer = version > models.SCHEMA_VERSION
             raise SchemaVersionError(
                 f"{source} holds a store of schema version {version}, "

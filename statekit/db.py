@@ -7,6 +7,20 @@ lock instead of deadlocking on an upgrade. Lock and connection errors are
 retried with backoff up to ``lock_timeout`` seconds; past that the error
 reaches the caller.
 
+Opening never harms what it opens. A SQLite path must be a new or empty file,
+or a SQLite database (a text file, a folder or a symlink to /etc/passwd is
+refused before SQLite touches it). A database that holds tables but no
+``statekit_meta`` is refused unchanged (bytes and journal mode) unless
+``create=True``; one holding a table named like statekit's (``state_snapshots``...)
+without ``statekit_meta`` is refused even then, on PostgreSQL too, where a
+schema with only unrelated tables is used as it is (shared schemas are common
+there). A newer schema, or statekit tables missing columns, are refused before
+anything is written; only then is the file switched to WAL. A SQLite file or
+folder the user may not write is opened read-only (``mode=ro``; no WAL switch,
+no checkpointer): reads work and a save is one StatekitError. Driver errors a
+user can meet (a full disk, a read-only store, a damaged file) leave
+``run_hot``/``run_write`` as one StatekitError line (:meth:`DatabaseManager.user_error`).
+
 The hot paths (save, load) run a handful of prepared SQL statements on the
 driver's cursor inside SQLAlchemy's transaction: an ORM session per save costs
 several times a raw insert. Everything else uses SQLAlchemy Core.
@@ -14,6 +28,7 @@ several times a raw insert. Everything else uses SQLAlchemy Core.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -31,7 +46,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
-from . import models
+from . import models, storefile
 from .checkpoint import Checkpointer
 from .errors import InvalidArgumentError, SchemaVersionError, StatekitError
 
@@ -54,6 +69,8 @@ BUSY_TIMEOUT_MS = 200
 PURGE_LOCK_KEY = 0x5737A7E  # PostgreSQL advisory lock: savers share it, purge takes it alone
 SCHEMA_LOCK_KEY = 0x5737A7F
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE = re.compile(r"[A-Za-z]:[\\/]")
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 """``MIGRATIONS[n]`` upgrades a store from schema n to n + 1, in one transaction."""
 
@@ -64,10 +81,23 @@ def resolve_url(url: str | None) -> str:
         url = os.environ.get(ENV_URL) or f"sqlite:///{DEFAULT_PATH}"
     if not isinstance(url, str) or not url.strip():
         raise InvalidArgumentError(f"The store URL must be a non-empty string, not {url!r}.")
+    if _CONTROL.search(url):
+        raise InvalidArgumentError(f"The store URL {url!r} holds control characters; check it.")
     if "://" not in url:  # a bare path to a SQLite file
+        if ":" in (url[2:] if _DRIVE.match(url) else url):
+            raise InvalidArgumentError(
+                f"{url!r} is neither a database URL (sqlite:///path/to/state.db, postgresql+psycopg://...) "
+                "nor a plain path to a store file; check it (a path with ':' in it goes as sqlite:///path)."
+            )
+        if url.endswith(("/", os.sep)):
+            raise InvalidArgumentError(f"{url!r} names a folder; name the store file in it (e.g. {url}state.db).")
         url = f"sqlite:///{url}"
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        make_url(url)
+    except sa.exc.ArgumentError:
+        raise InvalidArgumentError(f"{url!r} is not a valid database URL; check it.") from None
     return url
 
 
@@ -86,6 +116,22 @@ def as_utc(value: Any) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def _user_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """Driver errors a user can meet (disk full, read-only, damaged file) leave as one StatekitError."""
+
+    @functools.wraps(method)
+    def wrapper(self: DatabaseManager, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except self.driver_errors as exc:
+            mapped = self.user_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from None
+
+    return wrapper
+
+
 class DatabaseManager:
     """Owns the engine, creates or upgrades the schema, and runs transactions.
 
@@ -100,10 +146,14 @@ class DatabaseManager:
         durability: str = "full",
         lock_timeout: float = 60.0,
         engine: Engine | None = None,
+        create: bool = False,
     ):
         if durability not in ("full", "normal"):
             raise InvalidArgumentError("durability must be 'full' (fsync every save) or 'normal'.")
         self.durability = durability
+        self.create = bool(create)  # allow making a store in a SQLite file that holds other tables
+        self.read_only = False  # a SQLite file or folder we may not write: opened mode=ro, never changed
+        self._wal = False  # switch a SQLite file to WAL only once it is known to be a statekit store
         self.checkpointer: Checkpointer | None = None
         self.lock_timeout = float(lock_timeout)
         if engine is not None:
@@ -124,7 +174,16 @@ class DatabaseManager:
         self._hot_pid = os.getpid()
         self._begin_write = "BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN"
         self._driver_errors: tuple[type[BaseException], ...] = (self.engine.dialect.loaded_dbapi.Error,)
-        self.ensure_schema()
+        try:
+            self.ensure_schema()
+        except BaseException:
+            self.dispose()
+            raise
+
+    @property
+    def driver_errors(self) -> tuple[type[BaseException], ...]:
+        """The driver's exception classes (sqlite3.Error or psycopg.Error), and SQLAlchemy's wrapper."""
+        return (*self._driver_errors, DBAPIError)
 
     # ------------------------------------------------------------ engine
 
@@ -136,9 +195,13 @@ class DatabaseManager:
             if not database or database == ":memory:":
                 kwargs = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
             else:
-                _prepare_sqlite_file(Path(database))
+                path = Path(database)
+                self.read_only = storefile.prepare_sqlite_file(path)
                 kwargs = {"connect_args": {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}}
-                self.checkpointer = Checkpointer(database)
+                if self.read_only:  # never write, never create -wal/-shm files we could not remove
+                    kwargs = {"creator": storefile.read_only_connector(path, BUSY_TIMEOUT_MS / 1000)}
+                else:
+                    self.checkpointer = Checkpointer(database)
             engine = sa.create_engine(u, **kwargs)
             self._install_sqlite_hooks(engine, in_memory=not database or database == ":memory:")
             return engine
@@ -161,8 +224,7 @@ class DatabaseManager:
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
-            if not in_memory:
-                cur.execute("PRAGMA journal_mode=WAL")
+            if not in_memory and not self.read_only:  # per connection: nothing here writes to the file
                 cur.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint.py does it off the save path
             cur.execute(f"PRAGMA synchronous={sync}")
             cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # short: run_hot's retries keep the bound
@@ -223,6 +285,7 @@ class DatabaseManager:
     def run_read(self, fn: Callable[[Connection, int], T]) -> T:
         return self._retry(fn, write=False)
 
+    @_user_errors
     def _retry(self, fn: Callable[[Connection, int], T], *, write: bool) -> T:
         deadline = time.monotonic() + self.lock_timeout
         attempt = 0
@@ -254,6 +317,7 @@ class DatabaseManager:
 
     # ------------------------------------------------------------ hot paths on the driver connection
 
+    @_user_errors
     def run_hot(self, fn: Callable[[Any, int], T], *, write: bool) -> T:
         """Run ``fn(cursor, attempt)`` on a driver connection, retrying lock and connection errors.
 
@@ -397,20 +461,33 @@ class DatabaseManager:
     # ------------------------------------------------------------ schema
 
     def ensure_schema(self) -> None:
-        """Create the tables in a new store, upgrade an older one, refuse a newer one.
+        """Create the tables in a new store, upgrade an older one, refuse a newer one or a foreign database.
 
         A store already at this schema is only read, so opening one never waits
         behind a writer; creating or upgrading takes the write lock and checks again.
+        Nothing is written (not even SQLite's journal mode) before the database is
+        known to be a statekit store, or empty, or ``create=True`` was given.
         """
-        with self.read() as conn:
-            current = self._stored_version(conn)
-        if current == models.SCHEMA_VERSION:
+        try:
+            with self.read() as conn:
+                current = self._stored_version(conn)
+                self._check_tables(conn, current)
+        except self.driver_errors as exc:
+            raise self.user_error(exc) from None
+        if current == models.SCHEMA_VERSION or (self.read_only and current is not None
+                                                 and READABLE_FROM <= current < models.SCHEMA_VERSION):
+            self._use_wal()
             return
+        if self.read_only:
+            raise StatekitError(
+                f"{self.url} is read-only and holds no statekit store of this version "
+                f"(schema {current}); nothing was changed.")
 
         def work(conn: Connection, _attempt: int) -> None:
             if not self.is_sqlite:
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
             found = self._stored_version(conn)
+            self._check_tables(conn, found)
             if found is None:
                 models.SQLModel.metadata.create_all(conn, tables=ALL_TABLES)
                 if not self.is_sqlite:  # chunks are mostly compressed already: skip pglz, store out of line
@@ -421,12 +498,6 @@ class DatabaseManager:
                      {"key": "created_at", "value": utcnow().isoformat()}],
                 )
                 return
-            if found > models.SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"This store uses schema version {found}, newer than this statekit "
-                    f"understands ({models.SCHEMA_VERSION}). Upgrade statekit "
-                    "(pip install -U statekit) to open it; nothing was changed."
-                )
             while found < models.SCHEMA_VERSION:
                 MIGRATIONS[found](conn)
                 found += 1
@@ -436,7 +507,26 @@ class DatabaseManager:
                     .values(value=str(found))
                 )
 
-        self.run_write(work)
+        self._use_wal()
+        try:
+            self.run_write(work)
+        except storefile.ReadOnlyStoreError:
+            if current is None or current < READABLE_FROM:
+                raise
+            # a role that may only read an older store (PostgreSQL): read it as it is, until its owner upgrades it
+
+    def _use_wal(self) -> None:
+        """Switch a writable SQLite file to WAL (persistent), once it is known to be a statekit store."""
+        if not self.is_sqlite or self.read_only or self.checkpointer is None or self._wal:
+            return
+        raw = self.engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA journal_mode=WAL").fetchall()  # type: ignore[union-attr]
+        except self._driver_errors as exc:
+            raise self.user_error(exc) from None
+        finally:
+            raw.close()
+        self._wal = True
 
     def _stored_version(self, conn: Connection) -> int | None:
         if not sa.inspect(conn).has_table(models.meta_table.name):
@@ -444,7 +534,37 @@ class DatabaseManager:
         row = conn.execute(
             sa.select(models.meta_table.c.value).where(models.meta_table.c.key == "schema_version")
         ).first()
-        return int(row[0]) if row else None
+        try:
+            found = int(row[0]) if row else None
+        except (TypeError, ValueError):
+            found = None
+        if found is None or found < 1:
+            raise StatekitError(f"{self._where()} has a statekit_meta table without a readable schema version; "
+                                "it is damaged or not a statekit store. Nothing was changed.")
+        if found > models.SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"This store uses schema version {found}, newer than this statekit "
+                f"understands ({models.SCHEMA_VERSION}). Upgrade statekit "
+                "(pip install -U statekit) to open it; nothing was changed."
+            )
+        return found
+
+    def _check_tables(self, conn: Connection, version: int | None) -> None:
+        """Refuse a database whose tables are not statekit's: it must not be changed, or misread."""
+        ours = {t.name: {c.name for c in t.columns} for t in ALL_TABLES}
+        storefile.check_tables(storefile.table_columns(conn, self.is_sqlite), ours, version, sqlite=self.is_sqlite,
+                               create=self.create, where=self._where())
+
+    def _where(self) -> str:
+        u = self.engine.url
+        return f"The file {u.database}" if self.is_sqlite else f"The database {u.render_as_string(hide_password=True)}"
+
+    def user_error(self, exc: BaseException) -> BaseException:
+        """A driver error a user can meet (full disk, read-only or damaged file...) as one StatekitError line.
+
+        Errors statekit cannot explain are returned unchanged.
+        """
+        return storefile.explain(exc, self._where())
 
     def schema_version(self) -> int:
         with self.read() as conn:
@@ -452,23 +572,9 @@ class DatabaseManager:
         return found or 0
 
 
-def _prepare_sqlite_file(path: Path) -> None:
-    """Create the database file (and its folder) readable by its owner only."""
-    if path.exists():
-        return
-    parent = path.parent
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True, mode=0o700)
-        except OSError as exc:
-            raise InvalidArgumentError(f"Cannot create the store's folder {parent}: {exc.strerror}.") from None
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise InvalidArgumentError(f"Cannot create the store file {path}: {exc.strerror}.") from None
+MIGRATIONS[1] = storefile.upgrade_checksums
+READABLE_FROM = 1
+"""The oldest schema a read-only store may have and still be read (schema 1 differs only in checksum format)."""
 
 
 def _short(exc: BaseException) -> str:

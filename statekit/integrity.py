@@ -11,7 +11,12 @@ gone (``missing_chunk``), a descriptor digest without a link row
 (``link_missing``), stored JSON that cannot be parsed (``unreadable``), a
 parent or branch head that points at a missing or different snapshot
 (``missing_parent``, ``parent_mismatch``, ``missing_head``, ``head_mismatch``),
-a version counter behind the versions it handed out (``version_counter``).
+a version counter behind the versions it handed out (``version_counter``), an
+audit record, entity or branch row that cannot be read (``unreadable_transition``,
+``unreadable_entity``, ``unreadable_branch``), a SQLite file
+whose pages or indexes are damaged (``store_damaged``, from ``PRAGMA quick_check``).
+``unreadable`` also covers any snapshot column that cannot be read (a kind, a
+time, names, metadata) and names that do not list exactly the values held.
 Severity ``warning`` is waste, not damage: chunks no snapshot uses
 (``orphan_chunks``, one summary row), link rows of missing snapshots
 (``dangling_links``), a link no value names (``link_extra``), a damaged chunk
@@ -35,7 +40,15 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .db import DatabaseManager
-from .repository import state_checksum
+from .errors import IntegrityError
+from .rows import (
+    TRANSITION_COLUMNS,
+    SnapshotDamage,
+    full_columns,
+    full_from_row,
+    parse_time,
+    transition_from_row,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -50,14 +63,20 @@ def consistent_read(db: DatabaseManager) -> Iterator[Connection]:
 
     SQLite's WAL read transaction already does; PostgreSQL needs REPEATABLE READ.
     """
-    with db.engine.connect() as conn:
-        conn.info["statekit_write"] = False
-        if not db.is_sqlite:
-            conn.execution_options(isolation_level="REPEATABLE READ")
-        with conn.begin():
+    try:
+        with db.engine.connect() as conn:
+            conn.info["statekit_write"] = False
             if not db.is_sqlite:
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            yield conn
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                if not db.is_sqlite:
+                    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                yield conn
+    except db.driver_errors as exc:  # a damaged file, a lost server: one StatekitError line
+        mapped = db.user_error(exc)
+        if mapped is exc:
+            raise
+        raise mapped from None
 
 
 def stream(db: DatabaseManager, conn: Connection, text: str, params: dict[str, Any] | None = None,
@@ -124,9 +143,9 @@ def placeholders(values: list[Any], prefix: str = "p") -> tuple[str, dict[str, A
 
 
 def digests_of(items: Any) -> set[str]:
-    if not isinstance(items, dict):
-        raise ValueError("items is not a JSON object")
-    return {d for desc in items.values() for d in (desc.get("chunks") or ())}
+    if not isinstance(items, dict) or not all(isinstance(desc, dict) for desc in items.values()):
+        raise ValueError("items is not a JSON object of descriptors")
+    return {d for desc in items.values() for d in (desc.get("chunks") or ()) if isinstance(d, str)}
 
 
 def chunk_faults(src: SqlSource, digests: Iterable[str]) -> dict[str, str]:
@@ -141,7 +160,7 @@ def chunk_faults(src: SqlSource, digests: Iterable[str]) -> dict[str, str]:
                 f"SELECT digest, encode(sha256(data), 'hex') = digest FROM state_payloads WHERE digest IN ({marks})",
                 params)}
         else:
-            found = {d: hashlib.sha256(data).hexdigest() == d
+            found = {d: hashlib.sha256(_bytes(data)).hexdigest() == d
                      for d, data in src.each(f"SELECT digest, data FROM state_payloads WHERE digest IN ({marks})", params)}
         for d in part:
             if d not in found:
@@ -167,7 +186,9 @@ def find_problems(src: SqlSource, entity_id: str | None = None) -> list[dict[str
     out: list[dict[str, Any]] = []
 
     def add(e: Any, v: Any, sid: Any, problem: str, detail: str, severity: str = "error") -> None:
-        out.append({"entity_id": e, "version": v, "snapshot_id": sid, "problem": problem,
+        if not (isinstance(v, int) and not isinstance(v, bool)) and v is not None:  # a damaged version column
+            detail, v = f"{detail} (its version column holds {v!r})", None
+        out.append({"entity_id": _label(e), "version": v, "snapshot_id": _label(sid), "problem": problem,
                     "severity": severity, "detail": detail})
 
     scope = "entity_id = :e" if entity_id is not None else ""
@@ -175,22 +196,26 @@ def find_problems(src: SqlSource, entity_id: str | None = None) -> list[dict[str
     p = {"e": entity_id} if entity_id is not None else {}
     unlinked: dict[str, list[tuple[Any, Any, Any]]] = {}  # descriptor digests without a link row
 
-    # 1. each snapshot's checksum, and its descriptors against its link rows
-    text = "state_data::text, items::text" if src.postgres else "state_data, items"
-    for page in src.pages(f"snapshot_id, entity_id, version, checksum, {text}", "state_snapshots",
-                          "snapshot_id", scope, p):
+    # 1. each snapshot's columns and checksum, and its descriptors against its link rows
+    for page in src.pages(full_columns(src.postgres), "state_snapshots", "snapshot_id", scope, p):
         marks, mp = placeholders([r[0] for r in page])
         links: dict[str, set[str]] = {}
         for sid, d in src.rows(f"SELECT snapshot_id, digest FROM state_snapshot_payloads WHERE snapshot_id IN ({marks})", mp):
             links.setdefault(sid, set()).add(d)
-        for sid, e, v, checksum, state_text, items_text in page:
-            if state_checksum(state_text, items_text) != checksum:  # the checksum covers the stored text
-                add(e, v, sid, "checksum_mismatch", "the stored checksum does not match the stored content")
+        for raw in page:
+            sid, e, v = raw[0], raw[1], raw[2]
             try:
-                wanted = digests_of(json.loads(items_text))
-            except (ValueError, TypeError, AttributeError) as exc:
-                add(e, v, sid, "unreadable", f"its stored item descriptors cannot be read: {exc}")
-                continue
+                row = full_from_row(raw)
+                row.verify(deep=True)
+                wanted = digests_of(row.items)
+            except SnapshotDamage as exc:
+                add(e, v, sid, exc.problem, exc.what)
+                if exc.problem != "unreadable":
+                    continue
+                try:
+                    wanted = digests_of(json.loads(raw[19]) if isinstance(raw[19], str) else raw[19])
+                except (ValueError, TypeError, AttributeError):
+                    continue
             have = links.get(sid, set())
             for d in sorted(wanted - have):
                 add(e, v, sid, "link_missing", f"chunk {d[:12]}… is named by a value but not linked")
@@ -255,10 +280,35 @@ def find_problems(src: SqlSource, entity_id: str | None = None) -> list[dict[str
     for e, top, last in src.rows(
         "SELECT s.entity_id, MAX(s.version), MAX(n.last_version) FROM state_snapshots s "
         f"LEFT JOIN state_entities n ON n.entity_id = s.entity_id WHERE 1 = 1{s_scope} GROUP BY s.entity_id", p):
-        if last is None or int(last) < int(top):
+        if not isinstance(top, int):
+            continue  # a damaged version column: reported with its snapshot above
+        if not isinstance(last, int) or last < top:
             add(e, None, None, "version_counter", f"the entity row says last_version={last} but v{top} exists")
 
-    # 7. waste (store-wide only)
+    # 7. audit records that cannot be read (transitions() would refuse them)
+    for page in src.pages(TRANSITION_COLUMNS.replace("metadata", "metadata::text" if src.postgres else "metadata"),
+                          "state_transitions", "transition_id", scope, p):
+        for raw in page:
+            try:
+                transition_from_row(raw)
+            except IntegrityError as exc:
+                add(raw[1], None, None, "unreadable_transition", str(exc).split(" is damaged: ", 1)[-1])
+
+    # 8. entity and branch rows that cannot be read (entities() and branches() would refuse them)
+    for table, cols in (("state_entities", "entity_id, entity_id, created_at, last_version"),
+                        ("state_branches", "entity_id, name, created_at, head_version")):
+        for e, name, created, number in src.rows(f"SELECT {cols} FROM {table}" + (f" WHERE {scope}" if scope else ""),
+                                                 p):
+            try:
+                parse_time(created)
+                if number is not None and not (isinstance(number, int) and number >= 0):
+                    raise ValueError(f"{number!r} is not a version")
+            except (ValueError, TypeError, OverflowError) as exc:
+                what = "entity row" if table == "state_entities" else f"branch {name!r}"
+                add(e, None, None, "unreadable_" + ("entity" if table == "state_entities" else "branch"),
+                    f"its {what} cannot be read ({exc})")
+
+    # 9. waste (store-wide only)
     if entity_id is None:
         n, size = src.rows("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM state_payloads c WHERE NOT EXISTS "
                            "(SELECT 1 FROM state_snapshot_payloads l WHERE l.digest = c.digest)")[0]
@@ -270,6 +320,16 @@ def find_problems(src: SqlSource, entity_id: str | None = None) -> list[dict[str
                                "GROUP BY l.snapshot_id"):
             add(None, None, sid, "dangling_links", f"{n} link rows name this missing snapshot", "warning")
     return out
+
+
+def _bytes(data: Any) -> bytes:
+    """A chunk's stored bytes; a damaged row holding text or a number has none (and fails its digest)."""
+    return bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else b"\x00not bytes"
+
+
+def _label(value: Any) -> str | None:
+    """An id column as text, whatever a damaged row holds."""
+    return value if value is None or isinstance(value, str) else repr(value)
 
 
 def _corrupt_chunks(src: SqlSource, entity_id: str | None) -> dict[str, str]:
@@ -284,6 +344,7 @@ def _corrupt_chunks(src: SqlSource, entity_id: str | None) -> dict[str, str]:
             bad[d] = "does not match its digest" if not ok else f"is {length} bytes, not {size}"
         return bad
     for d, size, data in src.each(f"SELECT digest, size, data FROM state_payloads WHERE {where}", p):
+        data = _bytes(data)
         if hashlib.sha256(data).hexdigest() != d:
             bad[d] = "does not match its digest"
         elif len(data) != size:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -52,16 +53,16 @@ import pandas as pd
 
 from . import validate
 from .db import as_utc, utcnow
-from .errors import InvalidArgumentError, NotFoundError
+from .errors import IntegrityError, InvalidArgumentError, NotFoundError
 from .integrity import SqlSource, chunk_faults, consistent_read, digests_of, find_problems, placeholders, problems_frame
 from .models import MAIN_BRANCH, SnapshotStatus, TransitionType
-from .repository import _damaged, state_checksum
+from .repository import _damaged
+from .rows import SnapshotDamage, SnapshotRow, parse_time, stored_checksum
 from .snapshot import StateSnapshot, StateTransition
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from .repository import SnapshotRow
     from .store import StateManager
 
 PURGE_COLUMNS = ["kind", "entity_id", "version", "branch", "snapshot_id", "digest", "size_bytes", "expires_at"]
@@ -72,10 +73,35 @@ def verify(sm: StateManager, entity_id: str | None = None) -> pd.DataFrame:
     """Check every checksum, chunk, link, parent and branch head; one row per problem found."""
     eid = validate.identifier(entity_id, "entity_id") if entity_id is not None else None
     started = time.perf_counter()
-    with consistent_read(sm.db) as conn:
-        problems = find_problems(SqlSource.of_store(sm.db, conn), eid)
+    problems: list[dict[str, Any]] = []
+    try:
+        with consistent_read(sm.db) as conn:
+            if sm.db.is_sqlite:  # damaged pages first: the checks below would stop at the first one
+                problems += _page_problems(sm.db.cursor(conn))
+            if not problems:
+                problems = find_problems(SqlSource.of_store(sm.db, conn), eid)
+    except (*sm.db.driver_errors, IntegrityError) as exc:  # consistent_read maps a damaged file to IntegrityError
+        if not problems:
+            problems.append(_store_problem(f"the store could not be read to the end ({_first_line(exc)})"))
     sm._metrics.record("verify", time.perf_counter() - started)
     return problems_frame(problems)
+
+
+def _page_problems(cur: Any) -> list[dict[str, Any]]:
+    """SQLite's own check of the file's pages and indexes (quick_check), one row per finding."""
+    cur.execute("PRAGMA quick_check(20)")
+    found = [r[0] for r in cur.fetchall()]
+    return [] if found == ["ok"] else [_store_problem(f"SQLite finds the file damaged: {f}") for f in found]
+
+
+def _store_problem(detail: str) -> dict[str, Any]:
+    return {"entity_id": None, "version": None, "snapshot_id": None, "problem": "store_damaged",
+            "severity": "error", "detail": detail + "; restore the store from a backup"}
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0][:200]
 
 
 # ================================================================ last intact version and recovery
@@ -93,8 +119,11 @@ def last_intact(sm: StateManager, entity_id: str, branch: str | None = None, *,
             snap = row.snapshot
             if not include_expired and snap.expires_at is not None and snap.expires_at <= now:
                 continue
-            if state_checksum(row.state_text, row.items_text) == snap.checksum and not chunk_faults(
-                    src, digests_of(row.items)):
+            try:
+                row.verify()
+            except SnapshotDamage:
+                continue
+            if not chunk_faults(src, digests_of(row.items)):
                 return sm._attach(snap)
     raise NotFoundError(f"{entity_id!r} has no intact version on branch {b!r}; restore it from a backup.")
 
@@ -107,7 +136,10 @@ def _lineage(sm: StateManager, conn: Connection, entity_id: str, branch: str) ->
         raise sm._not_found(cur, entity_id, None, branch)
     sid, below = head[0], (head[1] or 0) + 1
     while sid is not None:
-        row = sm._repo.read_snapshot_by_id(cur, sid)
+        try:
+            row = sm._repo.read_snapshot_by_id(cur, sid)
+        except SnapshotDamage:  # an unreadable row: its parent link cannot be trusted either
+            row = None
         if row is None:
             break
         yield row
@@ -115,7 +147,10 @@ def _lineage(sm: StateManager, conn: Connection, entity_id: str, branch: str) ->
     cur.execute(sm.db.sql("SELECT snapshot_id FROM state_snapshots WHERE entity_id = :e AND branch = :b "
                           "AND version < :v ORDER BY version DESC"), {"e": entity_id, "b": branch, "v": below})
     for (older,) in cur.fetchall():
-        row = sm._repo.read_snapshot_by_id(cur, older)
+        try:
+            row = sm._repo.read_snapshot_by_id(cur, older)
+        except SnapshotDamage:
+            continue
         if row is not None:
             yield row
 
@@ -229,7 +264,7 @@ def _purge_group(sm: StateManager, conn: Connection, entity_ids: list[str], when
     for e in entity_ids:
         cur.execute(db.sql("SELECT snapshot_id, version, branch, parent_snapshot_id, expires_at, size_bytes "
                            "FROM state_snapshots WHERE entity_id = :e"), {"e": e})
-        snaps = {r[0]: (int(r[1]), r[2], r[3], as_utc(r[4]), int(r[5] or 0)) for r in cur.fetchall()}
+        snaps = dict(filter(None, map(_purge_row, cur.fetchall())))
         gone = {sid for sid, s in snaps.items() if s[3] is not None and s[3] <= when}
         if not gone:
             continue
@@ -238,8 +273,7 @@ def _purge_group(sm: StateManager, conn: Connection, entity_ids: list[str], when
         for sid, (v, _b, parent, _x, _s) in snaps.items():
             if sid not in gone and parent in gone:
                 new = _survivor(parent, gone, snaps)
-                cur.execute(db.sql("UPDATE state_snapshots SET parent_snapshot_id = :p, parent_version = :pv "
-                                   "WHERE snapshot_id = :s"), {"p": new, "pv": snaps[new][0] if new else None, "s": sid})
+                _reparent(sm, cur, sid, new, snaps[new][0] if new else None)
                 notes[parent]["reparented"].append({"version": v, "parent_version": snaps[new][0] if new else None})
         cur.execute(db.sql("SELECT name, head_snapshot_id FROM state_branches WHERE entity_id = :e"), {"e": e})
         for name, head in cur.fetchall():
@@ -276,6 +310,32 @@ def _purge_group(sm: StateManager, conn: Connection, entity_ids: list[str], when
             records.append(_record("snapshot", e, v, b, sid, None, size, exp))
     records += _delete_unused_chunks(sm, cur, sorted(candidates))
     return records
+
+
+def _purge_row(r: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]] | None:
+    """(snapshot_id, (version, branch, parent, expires_at, size)); None for a row too damaged to judge (kept)."""
+    try:
+        expires = None if r[4] is None else parse_time(r[4])
+        if type(r[1]) is not int or not isinstance(r[0], str):
+            raise TypeError("not a version")
+        return r[0], (r[1], r[2], r[3], expires, int(r[5] or 0))
+    except (ValueError, TypeError, OverflowError, AttributeError):
+        return None
+
+
+def _reparent(sm: StateManager, cur: Any, sid: str, parent: str | None, parent_version: int | None) -> None:
+    """Point ``sid`` at a new parent; a format-2 row hash (which covers the parent) is rewritten if it verified."""
+    checksum = None
+    try:
+        row = sm._repo.read_snapshot_by_id(cur, sid)
+        if row is not None and row.row_intact():  # the content hash is kept: it still checks the values
+            snap = replace(row.snapshot, parent_snapshot_id=parent, parent_version=parent_version)
+            checksum = stored_checksum(snap, row.metadata_text, row.names_text)
+    except SnapshotDamage:
+        checksum = None  # damaged already: it stays damaged, and verify() keeps saying so
+    sets = "parent_snapshot_id = :p, parent_version = :pv" + (", checksum = :c" if checksum else "")
+    cur.execute(sm.db.sql(f"UPDATE state_snapshots SET {sets} WHERE snapshot_id = :s"),
+                {"p": parent, "pv": parent_version, "s": sid, **({"c": checksum} if checksum else {})})
 
 
 def _delete_unused_chunks(sm: StateManager, cur: Any, digests: list[str]) -> list[dict[str, Any]]:

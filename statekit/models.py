@@ -17,8 +17,10 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
-"""Bump when the tables change, and add a migration in ``db.py``."""
+SCHEMA_VERSION = 2
+"""Bump when the tables (or what their rows mean) change, and add a migration in ``db.py``.
+
+Schema 2: the stored snapshot checksum covers every column (content hash + row hash, see ``rows.py``)."""
 
 MAX_ID_LENGTH = 255
 MAIN_BRANCH = "main"
@@ -107,7 +109,7 @@ class SnapshotRecord(SQLModel, table=True):
 
     ``state_data`` holds the values that are plain JSON, readable from SQL;
     ``items`` describes the other values (codec and chunk digests). The
-    checksum covers both.
+    checksum covers every column (see ``rows.py``).
     """
 
     __tablename__ = "state_snapshots"
@@ -128,7 +130,7 @@ class SnapshotRecord(SQLModel, table=True):
     meta: dict[str, Any] = Field(sa_column=Column("metadata", JSON, nullable=False))
     parent_snapshot_id: str | None = Field(default=None, max_length=32)
     parent_version: int | None = None
-    checksum: str = Field(max_length=64)
+    checksum: str = Field(max_length=160)
     created_at: datetime = _ts()
     expires_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)

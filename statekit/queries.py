@@ -8,7 +8,9 @@ from typing import Any
 import pandas as pd
 
 from .db import DatabaseManager, utcnow
+from .errors import IntegrityError
 from .repository import META_COLUMNS
+from .rows import check_branch_rows, check_meta_rows, check_transition_rows
 
 HISTORY_COLUMNS = [
     "version", "branch", "parent_version", "kind", "created_at", "actor", "message", "names",
@@ -23,7 +25,11 @@ def _j(v: Any) -> Any:
 
 def _times(frame: pd.DataFrame, *cols: str) -> pd.DataFrame:
     for c in cols:
-        frame[c] = pd.to_datetime(frame[c], utc=True, format="mixed")
+        try:
+            frame[c] = pd.to_datetime(frame[c], utc=True, format="mixed")
+        except (ValueError, TypeError, OverflowError) as exc:  # a damaged row: say so, never a parser's error
+            raise IntegrityError(f"The store is damaged: a {c} value is not a time ({str(exc)[:120]}); "
+                                 "run verify() to find the row.") from None
     return frame
 
 
@@ -48,6 +54,7 @@ def history(db: DatabaseManager, entity_id: str, *, branch: str | None, include_
         return cur.fetchall()
 
     rows = db.run_hot(work, write=False)
+    check_meta_rows(rows)  # a damaged row is an IntegrityError naming it, not a parser's exception
     cols = list(zip(*rows, strict=True)) if rows else [()] * 18
     (snapshot_id, _entity, version, branch_col, state_type, parent_id, parent_version, checksum, created_at,
      expires_at, status, kind, actor, message, metadata, names, size_bytes, new_bytes) = cols
@@ -67,7 +74,7 @@ def history(db: DatabaseManager, entity_id: str, *, branch: str | None, include_
         "expires_at": _utc(expires_at),
         "snapshot_id": pd.array(snapshot_id, dtype=object),
         "parent_snapshot_id": pd.array(parent_id, dtype=object),
-        "checksum": pd.array(checksum, dtype=object),
+        "checksum": pd.array([c.split(":", 1)[0] for c in checksum], dtype=object),  # as StateSnapshot.checksum
         "metadata": _parsed(metadata, dict),
     })
     return frame[HISTORY_COLUMNS]
@@ -111,7 +118,9 @@ def transitions(db: DatabaseManager, entity_id: str | None) -> pd.DataFrame:
 
     cols = ["transition_id", "entity_id", "branch", "transition_type", "from_version", "to_version", "actor",
             "reason", "timestamp", "from_snapshot_id", "to_snapshot_id", "metadata"]
-    frame = pd.DataFrame.from_records(db.run_read(work), columns=cols)
+    records = db.run_read(work)
+    check_transition_rows(records)
+    frame = pd.DataFrame.from_records(records, columns=cols)
     frame["metadata"] = [_j(v) for v in frame["metadata"]]
     for c in ("from_version", "to_version"):
         frame[c] = frame[c].astype("Int64")
@@ -127,8 +136,10 @@ def branches(db: DatabaseManager, entity_id: str) -> pd.DataFrame:
         cur.execute(db.sql(sql), {"e": entity_id})
         return cur.fetchall()
 
+    records = db.run_read(work)
+    check_branch_rows(records, entity_id)
     frame = pd.DataFrame.from_records(
-        db.run_read(work), columns=["branch", "head_version", "base_version", "head_snapshot_id", "created_at"]
+        records, columns=["branch", "head_version", "base_version", "head_snapshot_id", "created_at"]
     )
     for c in ("head_version", "base_version"):
         frame[c] = frame[c].astype("Int64")

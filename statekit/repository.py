@@ -7,110 +7,30 @@ statements written once here.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from .codecs import dumps
-from .db import DatabaseManager, as_utc
+from .db import DatabaseManager
 from .errors import IntegrityError
 from .frames import PARALLEL_BYTES, digest_of, parallel_map
-from .models import SnapshotStatus, StateType, TransitionType
+from .rows import (
+    FULL_COLUMNS,
+    META_COLUMNS,
+    SnapshotRow,
+    branch_head,
+    damaged,
+    entity_type,
+    full_columns,
+    full_from_row,
+    snapshot_from_row,
+    state_checksum,
+)
 from .snapshot import StateSnapshot, StateTransition
 
-SNAPSHOT_COLUMNS = (
-    "snapshot_id, entity_id, version, branch, state_type, parent_snapshot_id, parent_version, "
-    "checksum, created_at, expires_at, status, kind, actor, message, metadata, names, "
-    "size_bytes, new_bytes"
-)
-META_COLUMNS = SNAPSHOT_COLUMNS
-FULL_COLUMNS = SNAPSHOT_COLUMNS + ", state_data, items"
-
-
-def state_checksum(state_text: str, items_text: str) -> str:
-    """sha256 over the inline values and the descriptors of the others (which name their chunks)."""
-    h = hashlib.sha256(state_text.encode("utf-8"))
-    h.update(b"\n")
-    h.update(items_text.encode("utf-8"))
-    return h.hexdigest()
-
-
-def _j(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
-class SnapshotRow:
-    """A snapshot's metadata plus its stored inline data and item descriptors (as stored text)."""
-
-    __slots__ = ("snapshot", "state_text", "items_text", "_state_data", "_items")
-
-    def __init__(self, snapshot: StateSnapshot, state_text: str, items_text: str):
-        self.snapshot = snapshot
-        self.state_text = state_text
-        self.items_text = items_text
-        self._state_data: dict[str, Any] | None = None
-        self._items: dict[str, Any] | None = None
-
-    @classmethod
-    def empty(cls, snapshot: StateSnapshot) -> SnapshotRow:
-        return cls(snapshot, "{}", "{}")
-
-    @property
-    def state_data(self) -> dict[str, Any]:
-        if self._state_data is None:
-            self._state_data = json.loads(self.state_text)
-        return self._state_data
-
-    @property
-    def items(self) -> dict[str, Any]:
-        if self._items is None:
-            self._items = json.loads(self.items_text)
-        return self._items
-
-    def verify(self) -> None:
-        """Raise IntegrityError unless the stored checksum matches the stored content."""
-        actual = state_checksum(self.state_text, self.items_text)
-        if actual != self.snapshot.checksum:
-            s = self.snapshot
-            raise IntegrityError(
-                f"Snapshot {s.snapshot_id} ({s.entity_id!r} v{s.version}) is damaged: its checksum "
-                "does not match its content. Load an earlier version, or use "
-                "StateManager.last_intact() to find the newest good one.",
-                snapshot_id=s.snapshot_id, entity_id=s.entity_id, version=s.version,
-            )
-
-
-def snapshot_from_row(row: tuple[Any, ...]) -> StateSnapshot:
-    return StateSnapshot(
-        snapshot_id=row[0],
-        entity_id=row[1],
-        version=int(row[2]),
-        branch=row[3],
-        state_type=StateType(row[4]),
-        parent_snapshot_id=row[5],
-        parent_version=row[6],
-        checksum=row[7],
-        created_at=as_utc(row[8]),  # type: ignore[arg-type]
-        expires_at=as_utc(row[9]),
-        status=SnapshotStatus(row[10]),
-        kind=TransitionType(row[11]),
-        actor=row[12],
-        message=row[13],
-        metadata=_j(row[14]) or {},
-        names=tuple(_j(row[15]) or ()),
-        size_bytes=int(row[16] or 0),
-        new_bytes=int(row[17] or 0),
-    )
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else dumps(value)
-
-
-def full_from_row(row: tuple[Any, ...]) -> SnapshotRow:
-    return SnapshotRow(snapshot_from_row(row), _text(row[18]), _text(row[19]))
+__all__ = ["FULL_COLUMNS", "META_COLUMNS", "Repository", "SnapshotRow", "full_from_row", "snapshot_from_row",
+           "state_checksum"]
 
 
 class Repository:
@@ -120,8 +40,7 @@ class Repository:
         self.db = db
         q = db.sql
         # PostgreSQL hands json columns back parsed; read the stored text, which the checksum covers
-        full = FULL_COLUMNS if db.is_sqlite else FULL_COLUMNS.replace(
-            "metadata, names", "metadata::text, names::text").replace("state_data, items", "state_data::text, items::text")
+        full = full_columns(not db.is_sqlite)
         self.full_columns = full
         # SQLite: one statement takes the next version and reads the branch head (BEGIN IMMEDIATE
         # has serialized writers already). PostgreSQL: the UPDATE's row lock serializes writers to an
@@ -183,6 +102,15 @@ class Repository:
             "ON CONFLICT (digest) DO NOTHING"
         )
         self.q_exists = q("SELECT 1 FROM state_snapshots WHERE snapshot_id = :sid")
+        # versions strictly decrease along parent links, so the walk ends even in a damaged store
+        self.q_on_line = q(
+            "WITH RECURSIVE line(sid, v) AS ("
+            "SELECT s.snapshot_id, s.version FROM state_branches b JOIN state_snapshots s "
+            "ON s.snapshot_id = b.head_snapshot_id WHERE b.entity_id = :e AND b.name = :b "
+            "UNION ALL SELECT p.snapshot_id, p.version FROM line JOIN state_snapshots c ON c.snapshot_id = line.sid "
+            "JOIN state_snapshots p ON p.snapshot_id = c.parent_snapshot_id WHERE p.version < line.v AND line.v > :v"
+            ") SELECT 1 FROM line WHERE sid = :sid"
+        )
 
     # ------------------------------------------------------------ writing
 
@@ -203,14 +131,19 @@ class Repository:
             cur.execute(self.q_new_entity, {"e": entity_id, "t": state_type, "now": self.db.ts(now)})
             cur.execute(bump, params)
             row = cur.fetchone()
+        if type(row[0]) is not int:
+            raise IntegrityError(f"The entity row of {entity_id!r} is damaged: its version counter {row[0]!r} "
+                                 "is not a number. Run verify(); nothing was saved.", entity_id=entity_id)
+        kind = entity_type(entity_id, row[1]).value
         if self.db.is_sqlite:
-            return int(row[0]), row[1], ((row[2], row[3]) if row[4] is not None else None)
-        return int(row[0]), row[1], self.branch_head(cur, entity_id, branch)
+            return row[0], kind, (branch_head(entity_id, branch, row[2], row[3]) if row[4] is not None else None)
+        return row[0], kind, self.branch_head(cur, entity_id, branch)
 
     def branch_head(self, cur: Any, entity_id: str, branch: str) -> tuple[str | None, int | None] | None:
+        """(head snapshot id, head version) of the branch, None when it does not exist."""
         cur.execute(self.q_branch, {"e": entity_id, "b": branch})
         row = cur.fetchone()
-        return (row[0], row[1]) if row else None
+        return branch_head(entity_id, branch, row[0], row[1]) if row else None
 
     def existing_digests(self, cur: Any, digests: Iterable[str]) -> set[str]:
         found: set[str] = set()
@@ -271,6 +204,11 @@ class Repository:
         row = cur.fetchone()
         return full_from_row(row) if row else None
 
+    def on_line(self, cur: Any, entity_id: str, branch: str, snap: StateSnapshot) -> bool:
+        """Whether ``snap`` is on ``branch``'s line: its head, the head's parent, and so on back."""
+        cur.execute(self.q_on_line, {"e": entity_id, "b": branch, "v": snap.version, "sid": snap.snapshot_id})
+        return cur.fetchone() is not None
+
     def read_snapshot_by_id(self, cur: Any, snapshot_id: str) -> SnapshotRow | None:
         cur.execute(self.q_snapshot_by_id, {"sid": snapshot_id})
         row = cur.fetchone()
@@ -288,7 +226,9 @@ class Repository:
                 {f"d{i}": d for i, d in enumerate(part)},
             )
             for digest, data in cur.fetchall():
-                out[digest] = bytes(data) if not isinstance(data, bytes) else data
+                # a damaged row may hold text or a number: no bytes, so it cannot match its digest
+                out[digest] = bytes(data) if isinstance(data, (bytearray, memoryview)) else \
+                    data if isinstance(data, bytes) else b"\x00not bytes"
         for d in wanted:
             if d not in out:
                 raise _damaged(owner, f"its payload chunk {d[:12]}… is missing")
@@ -301,8 +241,4 @@ class Repository:
 
 
 def _damaged(s: StateSnapshot, what: str) -> IntegrityError:
-    return IntegrityError(
-        f"Snapshot {s.snapshot_id} ({s.entity_id!r} v{s.version}) is damaged: {what}. "
-        "Load an earlier version, or use StateManager.last_intact() to find the newest good one.",
-        snapshot_id=s.snapshot_id, entity_id=s.entity_id, version=s.version,
-    )
+    return damaged(s, what)

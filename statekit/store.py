@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from . import codecs, validate, writer
 from .cache import CachedState, StateCache
 from .db import DatabaseManager
-from .errors import InvalidArgumentError, NotFoundError
+from .errors import IntegrityError, InvalidArgumentError, NotFoundError
 from .memo import FrameMemo
 from .metrics import Metrics
 from .models import (
@@ -44,6 +44,10 @@ class StateManager:
     ``url`` is any SQLAlchemy URL; without one, ``$STATEKIT_URL`` or the SQLite
     file ``.statekit/state.db`` under the current directory. ``allow_pickle``
     lets saves fall back to signed pickles for values no codec handles.
+
+    A new or empty SQLite file becomes a store; a SQLite file holding other
+    tables is refused untouched unless ``create=True``. A store file you may
+    not write is opened read-only: loads work, saves raise StatekitError.
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class StateManager:
         cache_bytes: int = 512 * 1024 * 1024,
         durability: str = "full",
         lock_timeout: float = 60.0,
+        create: bool = False,
     ):
         if url is not None and not isinstance(url, sa.engine.URL):
             validate.url(url)
@@ -67,7 +72,8 @@ class StateManager:
         cache_bytes = validate.count(cache_bytes, "cache_bytes")  # type: ignore[assignment]
         self.allow_pickle = validate.flag(allow_pickle, "allow_pickle")
         self.actor = validate.actor(actor or validate.default_actor()) or "unknown"
-        self.db = db if db is not None else DatabaseManager(url, durability=durability, lock_timeout=lock_timeout)
+        self.db = db if db is not None else DatabaseManager(url, durability=durability, lock_timeout=lock_timeout,
+                                                            create=validate.flag(create, "create"))
         self.url = self.db.url
         self._repo = Repository(self.db)
         self._cache = StateCache(cache_size, cache_bytes)
@@ -252,23 +258,30 @@ class StateManager:
         names: Iterable[str] | None = None,
         include_expired: bool = False,
     ) -> dict[str, Any]:
-        """The state of ``version`` (default: the head of ``branch``, default main) as a dict."""
+        """The state of ``version`` (default: the head of ``branch``, default main) as a dict.
+
+        With both ``version`` and ``branch``, the version must be on that branch's line
+        (its head, its parent, and so on back): NotFoundError otherwise. ``names``
+        reads only those values; a name the version does not hold is a NotFoundError.
+        """
         started = time.perf_counter()
         try:
             entity_id = validate.identifier(entity_id, "entity_id")
             version = validate.optional_version(version, "version")
+            on_line = branch is not None and version is not None
             branch = validate.branch(branch)
             only = set(validate.item_names(names)) if names is not None else None
-            if version is not None:
+            if version is not None and not on_line:
                 sid = self._cache.lookup_version(entity_id, version)
-                if sid is not None:
-                    hit = self._cache.get(sid)
-                    if hit is not None and (include_expired or alive(hit.snapshot)):
-                        state = hit.materialize(only)
-                        self._metrics.record("load_cached", time.perf_counter() - started)
-                        return state
+                hit = self._cache.get(sid) if sid is not None else None
+                if hit is not None and (include_expired or alive(hit.snapshot)):
+                    _check_names(hit.snapshot, only)
+                    state = hit.materialize(only)
+                    self._metrics.record("load_cached", time.perf_counter() - started)
+                    return state
             state = self.db.run_hot(
-                lambda cur, _a: self._read_state(cur, entity_id, version, branch, only, include_expired), write=False
+                lambda cur, _a: self._read_state(cur, entity_id, version, branch, only, include_expired, on_line),
+                write=False,
             )
         except Exception:
             self._metrics.record("load", time.perf_counter() - started, error=True)
@@ -277,24 +290,35 @@ class StateManager:
         return state
 
     def load_many(self, entity_ids: Iterable[str], *, branch: str | None = None) -> dict[str, dict[str, Any]]:
-        """The heads of several entities, read in one transaction."""
+        """The heads of several entities, read in one transaction: one consistent moment of the store."""
+        if isinstance(entity_ids, (str, bytes)) or not isinstance(entity_ids, Iterable):
+            raise InvalidArgumentError(
+                f"load_many() takes a list of entity ids, not {type(entity_ids).__name__}; for one entity use load().")
         ids = validate.entity_ids(entity_ids)
         b = validate.branch(branch)
-        return self.db.run_hot(
-            lambda cur, _a: {e: self._read_state(cur, e, None, b, None, False) for e in ids}, write=False
-        )
+
+        def work(cur: Any, _a: int) -> dict[str, dict[str, Any]]:
+            # the hot connection reads in autocommit: one explicit read transaction holds one snapshot
+            cur.execute("BEGIN" if self.db.is_sqlite else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                return {e: self._read_state(cur, e, None, b, None, False) for e in ids}
+            finally:
+                cur.execute("ROLLBACK")
+
+        return self.db.run_hot(work, write=False)
 
     def _read_state(self, cur: Any, entity_id: str, version: int | None, branch: str,
-                    only: set[str] | None, include_expired: bool) -> dict[str, Any]:
+                    only: set[str] | None, include_expired: bool, on_line: bool = False) -> dict[str, Any]:
         row = self._repo.read_snapshot(cur, entity_id, version, branch)
-        if row is None:
-            raise self._not_found(cur, entity_id, version, branch)
+        if row is None or (on_line and not self._repo.on_line(cur, entity_id, branch, row.snapshot)):
+            raise self._not_found(cur, entity_id, version, branch, on_line=row is not None)
         snap = row.snapshot
         if not include_expired and not alive(snap):
             raise NotFoundError(
                 f"{entity_id!r} v{snap.version} expired at {snap.expires_at:%Y-%m-%d %H:%M} UTC; "
                 "pass include_expired=True to read it until it is purged."
             )
+        _check_names(snap, only)
         hit = self._cache.get(snap.snapshot_id)
         if hit is not None:
             return hit.materialize(only)
@@ -325,31 +349,48 @@ class StateManager:
                 raise
         return CachedState(snap, snap.names, row.state_text, values, max(snap.size_bytes, len(row.state_text)))
 
-    def _not_found(self, cur: Any, entity_id: str, version: int | None, branch: str) -> NotFoundError:
-        cur.execute(self.db.sql("SELECT last_version FROM state_entities WHERE entity_id = :e"), {"e": entity_id})
-        row = cur.fetchone()
-        if row is None:
+    def _not_found(self, cur: Any, entity_id: str, version: int | None, branch: str, *,
+                   on_line: bool = False) -> NotFoundError | IntegrityError:
+        cur.execute(self.db.sql("SELECT 1 FROM state_entities WHERE entity_id = :e"), {"e": entity_id})
+        if cur.fetchone() is None:
             return NotFoundError(f"No entity {entity_id!r} in this store; see StateManager.entities().")
         if version is None:
-            return NotFoundError(f"Entity {entity_id!r} has no branch {branch!r}; see branches({entity_id!r}).")
-        return NotFoundError(
-            f"Entity {entity_id!r} has no version {version} (versions run 1 to {row[0]}, "
-            "unless some expired); see history()."
-        )
+            head = self._repo.branch_head(cur, entity_id, branch)
+            if head is None:
+                return NotFoundError(f"Entity {entity_id!r} has no branch {branch!r}; see branches({entity_id!r}).")
+            if head[0] is None:
+                return NotFoundError(f"{entity_id!r} has no version on branch {branch!r} (they expired).")
+            return IntegrityError(
+                f"Branch {branch!r} of {entity_id!r} points at snapshot {head[0]} (v{head[1]}), which is not in "
+                "the store: it is damaged. Run verify(), then recover() or load an earlier version.",
+                snapshot_id=head[0], entity_id=entity_id)
+        if on_line:
+            return NotFoundError(f"{entity_id!r} v{version} is not on branch {branch!r}'s line (its head and "
+                                 f"the versions it descends from); load it without branch=, or see history().")
+        cur.execute(self.db.sql("SELECT version FROM state_snapshots WHERE entity_id = :e ORDER BY version"),
+                    {"e": entity_id})
+        have = [v for (v,) in cur.fetchall() if isinstance(v, int)]
+        return NotFoundError(f"Entity {entity_id!r} has no version {version} ({_version_ranges(have)}); "
+                             "see history().")
 
     def get(self, entity_id: str, version: int | None = None, *, branch: str | None = None,
             include_expired: bool = False) -> StateSnapshot:
-        """A snapshot's metadata now; its ``state`` is loaded on first access."""
+        """A snapshot's metadata now (its checksum verified); its ``state`` is loaded on first access.
+
+        ``branch`` with ``version``: the version must be on the branch's line, as in :meth:`load`.
+        """
         entity_id = validate.identifier(entity_id, "entity_id")
         version = validate.optional_version(version, "version")
+        on_line = branch is not None and version is not None
         b = validate.branch(branch)
 
         def work(cur: Any, _a: int) -> StateSnapshot:
             row = self._repo.read_snapshot(cur, entity_id, version, b)
-            if row is None:
-                raise self._not_found(cur, entity_id, version, b)
+            if row is None or (on_line and not self._repo.on_line(cur, entity_id, b, row.snapshot)):
+                raise self._not_found(cur, entity_id, version, b, on_line=row is not None)
             if not include_expired and not alive(row.snapshot):
                 raise NotFoundError(f"{entity_id!r} v{row.snapshot.version} has expired.")
+            row.verify()
             return self._attach(row.snapshot)
 
         return self.db.run_hot(work, write=False)
@@ -502,3 +543,25 @@ class StateManager:
     @property
     def cache(self) -> StateCache:
         return self._cache
+
+
+def _check_names(snap: StateSnapshot, only: set[str] | None) -> None:
+    if only is not None and not only <= set(snap.names):
+        missing = ", ".join(repr(n) for n in sorted(only - set(snap.names)))
+        raise NotFoundError(f"{snap.entity_id!r} v{snap.version} holds no {missing}; it holds "
+                            f"{', '.join(map(repr, snap.names)) or 'nothing'}.")
+
+
+def _version_ranges(versions: list[int]) -> str:
+    """'its versions are 1 to 4 and 6 to 10': the versions that exist, as runs."""
+    if not versions:
+        return "it has no versions left"
+    runs: list[list[int]] = []
+    for v in versions:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    parts = [f"{a}" if a == b else f"{a} to {b}" for a, b in runs]
+    shown = ", ".join(parts[:6]) + (f" and {len(parts) - 6} more runs" if len(parts) > 6 else "")
+    return f"it has {len(versions)} version{'s' if len(versions) != 1 else ''}: {shown}"

@@ -22,7 +22,8 @@ from . import codecs
 from .db import utcnow
 from .errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError
 from .models import DEFAULT_LIFETIMES, SnapshotStatus, StateType, TransitionType
-from .repository import SnapshotRow, state_checksum
+from .repository import SnapshotRow
+from .rows import state_checksum, stored_checksum
 from .snapshot import StateSnapshot, StateTransition
 
 if TYPE_CHECKING:
@@ -116,26 +117,27 @@ def write_snapshot(sm: StateManager, cur: Any, attempt: int, plan: SavePlan) -> 
     lifetime = DEFAULT_LIFETIMES.get(StateType(entity_type)) if plan.expires_in is DEFAULT_LIFETIME else plan.expires_in
     expires_at = now + lifetime if lifetime is not None else None
     kind = TransitionType.CREATE if version == 1 else (plan.kind or TransitionType.UPDATE)
-    checksum = state_checksum(state_text, items_text)
+    snap = StateSnapshot(
+        snapshot_id=plan.snapshot_id, entity_id=plan.entity_id, version=version, branch=plan.branch,
+        state_type=StateType(entity_type), parent_snapshot_id=head_id, parent_version=head_version,
+        checksum=state_checksum(state_text, items_text), created_at=now, expires_at=expires_at,
+        status=plan.status, kind=kind, actor=plan.actor, message=plan.message,
+        metadata=dict(plan.metadata), names=tuple(names), size_bytes=size,
+        new_bytes=new_bytes,
+    )
+    meta_text, names_text = codecs.dumps(plan.metadata), codecs.dumps(names)
+    checksum = stored_checksum(snap, meta_text, names_text)
     repo.insert_snapshot(cur, {
         "sid": plan.snapshot_id, "e": plan.entity_id, "v": version, "b": plan.branch,
         "t": entity_type, "psid": head_id, "pv": head_version,
         "checksum": checksum, "now": sm.db.ts(now),
         "exp": sm.db.ts(expires_at), "status": plan.status.value, "kind": kind.value,
-        "actor": plan.actor, "msg": plan.message, "meta": codecs.dumps(plan.metadata),
-        "names": codecs.dumps(names), "size": size, "new": new_bytes,
+        "actor": plan.actor, "msg": plan.message, "meta": meta_text,
+        "names": names_text, "size": size, "new": new_bytes,
         "data": state_text, "items": items_text,
     })
     if all_digests:
         repo.write_links(cur, plan.snapshot_id, all_digests)
-    snap = StateSnapshot(
-        snapshot_id=plan.snapshot_id, entity_id=plan.entity_id, version=version, branch=plan.branch,
-        state_type=StateType(entity_type), parent_snapshot_id=head_id, parent_version=head_version,
-        checksum=checksum, created_at=now, expires_at=expires_at,
-        status=plan.status, kind=kind, actor=plan.actor, message=plan.message,
-        metadata=dict(plan.metadata), names=tuple(names), size_bytes=size,
-        new_bytes=new_bytes,
-    )
     transition = plan.transition(snap)
     repo.insert_transition(cur, transition)
     repo.set_head(cur, plan.entity_id, plan.branch, plan.snapshot_id, version,

@@ -1,10 +1,10 @@
 """Schema versions: a store records its version, an older one is upgraded in place when opened, a newer
 one is refused and left untouched (by the library, the command and restore).
 
-Only schema 1 exists so far, so the upgrade tests register a real migration for a
-pretend schema 2 (``db.MIGRATIONS[1]``) and run it against real databases. When a
-second schema exists, add a stored fixture of a version-1 store and test the real
-migration against it.
+The upgrade tests register a real migration to a pretend next schema
+(``db.MIGRATIONS[SCHEMA_VERSION]``) and run it against real databases. The real
+migration from schema 1 is tested against a store written by statekit 0.x in
+tests/test_snapshot_integrity.py.
 """
 
 from __future__ import annotations
@@ -88,10 +88,11 @@ def test_an_older_store_is_upgraded_in_place(store_url: str, monkeypatch: pytest
         calls.append(1)
         conn.exec_driver_sql("ALTER TABLE state_entities ADD COLUMN note VARCHAR(64)")
 
-    monkeypatch.setattr(models, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(db.MIGRATIONS, 1, to_2)
+    current = models.SCHEMA_VERSION
+    monkeypatch.setattr(models, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setitem(db.MIGRATIONS, current, to_2)
     with StateManager(store_url) as sm:
-        assert sm.db.schema_version() == 2
+        assert sm.db.schema_version() == current + 1
         assert sm.load("exp") == {"n": 2, "params": {"lr": 0.1}}
         assert sm.save("exp", {"n": 3}).version == 3
         assert sm.verify().empty
@@ -109,8 +110,8 @@ def test_a_failed_upgrade_changes_nothing(store_url: str, monkeypatch: pytest.Mo
         conn.exec_driver_sql("ALTER TABLE state_entities ADD COLUMN note VARCHAR(64)")
         raise RuntimeError("migration bug")
 
-    monkeypatch.setattr(models, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(db.MIGRATIONS, 1, broken)
+    monkeypatch.setitem(db.MIGRATIONS, models.SCHEMA_VERSION, broken)
+    monkeypatch.setattr(models, "SCHEMA_VERSION", models.SCHEMA_VERSION + 1)
     with pytest.raises(RuntimeError, match="migration bug"):
         StateManager(store_url)
     assert dump(store_url) == before  # one transaction: the half-done migration rolled back
