@@ -27,6 +27,7 @@ import asyncio
 import builtins
 import contextlib
 import json
+import random
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -74,7 +75,7 @@ class _Known:
     channels: frozenset[str]
 
 
-class StatekitSaver(BaseCheckpointSaver[int]):
+class StatekitSaver(BaseCheckpointSaver[Any]):
     """LangGraph's ``BaseCheckpointSaver`` on a statekit store (SQLite or PostgreSQL).
 
     ``store`` is a :class:`~statekit.StateManager`, a store URL, or None for
@@ -117,6 +118,34 @@ class StatekitSaver(BaseCheckpointSaver[int]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> StatekitSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
+
+    def get_next_version(self, current: Any, channel: None = None) -> Any:
+        """The version after ``current``, of the same kind, so a thread copied from any saver can go on.
+
+        Integers (statekit's own, from ``1``) and floats go up by one. A string
+        (SqliteSaver, PostgresSaver and InMemorySaver write ``"<32-digit counter>.<random>"``)
+        gets the next counter in the same shape; a string of another shape gets
+        a suffix, which still sorts after it. LangGraph only compares versions of
+        one kind, so the kind a thread started with is kept.
+        """
+        if current is None:
+            return 1
+        if isinstance(current, bool) or not isinstance(current, int | float | str):
+            raise InvalidArgumentError(f"A channel version must be an int, float or str, not {current!r}.")
+        if not isinstance(current, str):
+            return current + 1
+        head = current.split(".", 1)[0]
+        if head.isascii() and head.isdigit():
+            following = f"{int(head) + 1:0{max(len(head), 32)}}.{random.random():016}"
+            if following > current:
+                return following
+        return current + ".1"
 
     def entity_id(self, thread_id: str, checkpoint_ns: str = "") -> str:
         """The statekit entity holding this thread's checkpoints (for ``sm.history()``, ``sm.branches()``)."""
@@ -256,7 +285,7 @@ class StatekitSaver(BaseCheckpointSaver[int]):
         conf = config["configurable"]
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns") or ""
-        cid = get_checkpoint_id(config)
+        cid = get_checkpoint_id(config) or None  # "" means the newest, as in LangGraph's own savers
         entity = self.entity_id(thread_id, ns)
         known = self._recall(entity, cid)
 
@@ -282,7 +311,7 @@ class StatekitSaver(BaseCheckpointSaver[int]):
             conf = config.get("configurable", {})
             thread_id = str(conf["thread_id"])
             ns = conf.get("checkpoint_ns")
-            cid = get_checkpoint_id(config)
+            cid = get_checkpoint_id(config) or None  # "": no checkpoint filter, as in LangGraph's own savers
             root = self.entity_id(thread_id)
             entities, prefixes = ([root], [root + "/"]) if ns is None else ([self.entity_id(thread_id, ns)], [])
         before_id = get_checkpoint_id(before) if before is not None else None
