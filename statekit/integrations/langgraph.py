@@ -13,11 +13,12 @@ replay) starts the branch ``fork-{checkpoint id}`` at the parent's version, so
 ``langgraph:{thread_id}#writes``, one version per ``put_writes``.
 
 Channel values that are plain JSON are stored as they are (readable, diffable,
-queryable from SQL); other values go through LangGraph's serializer, by
-default in strict msgpack mode: only LangGraph's safe types and the types of
-the graph's own state schema (LangGraph hands them over at compile time) are
-rebuilt, and nothing is ever unpickled, so loading a checkpoint someone else
-wrote runs none of their code. A channel unchanged since the parent
+queryable from SQL); other values go through LangGraph's serializer. Loading
+rebuilds the graph's own types (pydantic models, dataclasses, enums, langchain
+messages) from values this saver wrote with your statekit signing key, and
+only LangGraph's safe types from anything else, so loading a checkpoint someone
+else wrote runs none of their code; nothing is ever unpickled (the trust rule is
+spelled out in :mod:`.langgraph_serde`). A channel unchanged since the parent
 checkpoint is carried over by reference (``merge=True``), not re-encoded.
 """
 
@@ -58,7 +59,8 @@ from ..models import StateType
 from ..repository import SnapshotRow
 from ..snapshot import StateSnapshot
 from ..store import StateManager
-from .langgraph_rows import CHECKPOINT_ITEM, ThreadRows, pack, thread_entity, unpack, writes_entity
+from .langgraph_rows import CHECKPOINT_ITEM, ThreadRows, thread_entity, writes_entity
+from .langgraph_serde import ValueCodec
 
 __all__ = ["StatekitSaver"]
 
@@ -79,7 +81,8 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
     """LangGraph's ``BaseCheckpointSaver`` on a statekit store (SQLite or PostgreSQL).
 
     ``store`` is a :class:`~statekit.StateManager`, a store URL, or None for
-    the default store. ``serde`` replaces the strict msgpack serializer.
+    the default store. ``serde`` replaces LangGraph's strict msgpack serializer
+    (and with it the signed class lists of :mod:`.langgraph_serde`).
     Entities are named ``{prefix}:{thread_id}``, saved as ``state_type`` (never
     expiring by default) by ``actor``.
     """
@@ -103,6 +106,7 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
         self.actor = actor
         self.state_type = StateType(state_type)
         self._rows = ThreadRows(self.sm.db)
+        self._codec = ValueCodec(sign=serde is None)
         self._lock = threading.Lock()
         self._known: OrderedDict[tuple[str, str], _Known] = OrderedDict()
         self._heads: dict[tuple[str, str], int] = {}
@@ -146,6 +150,12 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
             if following > current:
                 return following
         return current + ".1"
+
+    def _pack(self, value: Any) -> Any:
+        return self._codec.pack(self.serde, value)
+
+    def _unpack(self, stored: Any) -> Any:
+        return self._codec.unpack(self.serde, stored)
 
     def entity_id(self, thread_id: str, checkpoint_ns: str = "") -> str:
         """The statekit entity holding this thread's checkpoints (for ``sm.history()``, ``sm.branches()``)."""
@@ -201,8 +211,8 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
                 if ch in new_versions or ch not in parent.channels or versions.get(ch) is None
                 or versions.get(ch) != parent.channel_versions.get(ch)
             ]
-        state = {CHECKPOINT_ITEM: pack(self.serde, {k: v for k, v in checkpoint.items() if k != "channel_values"})}
-        state.update((ch, pack(self.serde, values[ch])) for ch in changed)
+        state = {CHECKPOINT_ITEM: self._pack({k: v for k, v in checkpoint.items() if k != "channel_values"})}
+        state.update((ch, self._pack(values[ch])) for ch in changed)
         lg_meta = _json_metadata(get_serializable_checkpoint_metadata(config, metadata))
         meta = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"],
                 "parent_checkpoint_id": parent_id, "langgraph": lg_meta}
@@ -226,7 +236,7 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
         if found is None:
             return None
         row, skeleton = found
-        known = _known_from(row.snapshot, unpack(self.serde, skeleton))
+        known = _known_from(row.snapshot, self._unpack(skeleton))
         self._remember(entity, parent_id, known)
         return known
 
@@ -267,7 +277,7 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
         thread_id = str(conf["thread_id"])
         state: dict[str, Any] = {}
         for idx, (channel, value) in enumerate(writes):
-            state[f"{WRITES_IDX_MAP.get(channel, idx)}:{channel}"] = pack(self.serde, value)
+            state[f"{WRITES_IDX_MAP.get(channel, idx)}:{channel}"] = self._pack(value)
         meta = {
             "thread_id": thread_id, "checkpoint_ns": conf.get("checkpoint_ns") or "",
             "checkpoint_id": str(conf["checkpoint_id"]), "task_id": task_id, "task_path": task_path,
@@ -353,8 +363,8 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
     def _tuple(self, entity: str, snap: StateSnapshot, state: dict[str, Any],
                writes: Sequence[tuple[StateSnapshot, dict[str, Any]]]) -> CheckpointTuple:
         meta = snap.metadata
-        skeleton = unpack(self.serde, state.get(CHECKPOINT_ITEM, {}))
-        values = {name: unpack(self.serde, v) for name, v in state.items() if name != CHECKPOINT_ITEM}
+        skeleton = self._unpack(state.get(CHECKPOINT_ITEM, {}))
+        values = {name: self._unpack(v) for name, v in state.items() if name != CHECKPOINT_ITEM}
         self._remember(entity, meta["checkpoint_id"], _known_from(snap, skeleton))
         checkpoint: Any = {**skeleton, "channel_values": values}
 
@@ -378,7 +388,7 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
                 if m.get("replace") or key not in found:
                     found[key] = (m.get("task_path", ""), m["task_id"], int(idx_text), channel, stored)
         ordered = sorted(found.values(), key=lambda w: (w[0], w[1], w[2]))
-        return [(task_id, channel, unpack(self.serde, v)) for _p, task_id, _i, channel, v in ordered]
+        return [(task_id, channel, self._unpack(v)) for _p, task_id, _i, channel, v in ordered]
 
     # ------------------------------------------------------------------ threads
 

@@ -39,8 +39,6 @@ from ..snapshot import StateSnapshot
 
 CHECKPOINT_ITEM = "__checkpoint__"
 """The state item holding the checkpoint without its channel values (id, ts, versions...)."""
-SERDE_TAG = "__lg_serde__"
-"""Marks a value stored as LangGraph serializer output: ``{SERDE_TAG: type, "data": bytes}``."""
 WRITES_SUFFIX = "#writes"
 
 _S = snapshots_table.c
@@ -74,24 +72,6 @@ def thread_entity(prefix: str, thread_id: str, checkpoint_ns: str = "") -> str:
 def writes_entity(prefix: str, thread_id: str) -> str:
     """The entity holding a thread's pending writes (all namespaces)."""
     return thread_entity(prefix, thread_id) + WRITES_SUFFIX
-
-
-# ----------------------------------------------------------------------------- values
-
-
-def pack(serde: Any, value: Any) -> Any:
-    """Plain JSON as it is (readable in the panel and from SQL); anything else through LangGraph's serializer."""
-    if codecs.is_plain_json(value):
-        return value
-    type_, data = serde.dumps_typed(value)
-    return {SERDE_TAG: type_, "data": bytes(data)}
-
-
-def unpack(serde: Any, stored: Any) -> Any:
-    """The inverse of :func:`pack` (plain JSON never holds bytes, so the tag cannot be forged by a value)."""
-    if type(stored) is dict and SERDE_TAG in stored and type(stored.get("data")) is bytes:
-        return serde.loads_typed((stored[SERDE_TAG], stored["data"]))
-    return stored
 
 
 # ----------------------------------------------------------------------------- reads

@@ -62,7 +62,9 @@ def _settings(value: Any) -> SessionSettings:
     known = {f.name for f in dataclasses.fields(SessionSettings) if f.init}
     unknown = sorted(str(k) for k in value if k not in known)
     if unknown:
-        raise SessionSettingsError(f"Unknown session settings: {', '.join(unknown)} (known: {', '.join(sorted(known))}).")
+        raise SessionSettingsError(
+            f"Unknown session settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})."
+        )
     try:
         return SessionSettings(**value)
     except ValueError as exc:  # pydantic's ValidationError
