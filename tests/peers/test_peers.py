@@ -33,6 +33,8 @@ def _check(result: peers.Result, at_least: int, swapped: int) -> None:
     print("\n" + result.line())
     for nodeid, reason in result.excluded:
         print(f"  excluded {nodeid}: {reason}")
+    for nodeid in result.flaky:
+        print(f"  flaky (failed, then passed on its own): {nodeid}")
     assert result.failures == [], result.output[-6000:]
     assert result.failed == 0 and result.passed >= at_least, result.line()
     assert result.swapped >= swapped  # the tests ran on statekit's saver or session, not the framework's
