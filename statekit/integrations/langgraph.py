@@ -232,7 +232,7 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
                 return None
             return row, self._rows.decode(conn, row, [CHECKPOINT_ITEM]).get(CHECKPOINT_ITEM, {})
 
-        found = self.sm.db.run_read(work)
+        found = self._rows.read(work)
         if found is None:
             return None
         row, skeleton = found
@@ -303,7 +303,7 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
             row = self._rows.checkpoint(conn, entity, cid, known.version if known else None)
             return self._rows.gather(conn, self.prefix, [row]) if row is not None else []
 
-        found = self.sm.db.run_read(work)
+        found = self._rows.read(work)
         return self._tuple(entity, *found[0]) if found else None
 
     def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
@@ -331,7 +331,7 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
             threads = {m["thread_id"] for *_x, m in light}
             return light, {t: self._rows.writes_index(conn, self.writes_entity_id(t)) for t in threads}
 
-        light, index = self.sm.db.run_read(candidates)
+        light, index = self._rows.read(candidates)
         chosen: dict[tuple[str, str], tuple[str, str, int, dict[str, Any]]] = {}
         for sid, eid, version, meta in light:
             if thread_id is not None and meta.get("thread_id") != thread_id:
@@ -357,7 +357,7 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
                 rows = self._rows.by_ids(conn, [b[0] for b in batch])
                 return self._rows.gather(conn, self.prefix, [rows[b[0]] for b in batch if b[0] in rows], index)
 
-            for found in self.sm.db.run_read(work):
+            for found in self._rows.read(work):
                 yield self._tuple(found[0].entity_id, *found)
 
     def _tuple(self, entity: str, snap: StateSnapshot, state: dict[str, Any],
