@@ -5,8 +5,9 @@ suite). It changes no test and no assertion: it only
 
 - LangGraph: gives the ``sync_checkpointer`` and ``async_checkpointer`` fixtures of LangGraph's
   ``tests/conftest.py`` one parameter, ``statekit``, whose value is a fresh ``StatekitSaver``
-  on the backend named by ``$STATEKIT_PEERS_BACKEND`` (``file``, ``memory`` or ``postgres``);
-  deselects the tests that use neither fixture, and the excluded ones (:data:`EXCLUDED`);
+  (with entities of its own) on a store of the backend named by ``$STATEKIT_PEERS_BACKEND``
+  (``file``, ``memory`` or ``postgres``); deselects the tests that use neither fixture, and
+  the excluded ones (:data:`EXCLUDED`);
 - Agents SDK: makes the name ``SQLiteSession`` in the session test modules build a
   ``StatekitSession`` on such a store, and deselects the tests that read SQLiteSession's
   private attributes.
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,7 +60,7 @@ class _Store:
         elif BACKEND == "postgres":
             import sqlalchemy as sa
 
-            self._schema = f"sk_peer_{uuid.uuid4().hex[:12]}"
+            self._schema = f"sk_peer_{secrets.token_hex(6)}"  # not uuid4: LangGraph's tests mock it
             engine = sa.create_engine(PG_URL)
             with engine.begin() as conn:
                 conn.exec_driver_sql(f'CREATE SCHEMA "{self._schema}"')
@@ -83,18 +84,40 @@ class _Store:
 # ----------------------------------------------------------------------------- LangGraph
 
 
+_shared: dict[str, Any] = {}
+
+
+def _shared_store() -> Any:
+    """One store for the whole run (a schema of its own on PostgreSQL); each test gets its own prefix in it."""
+    if "sm" not in _shared:
+        from statekit import StateManager
+
+        _shared["store"] = _Store()
+        _shared["sm"] = StateManager(_shared["store"].url)
+    return _shared["sm"]
+
+
 def _statekit_checkpointer(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """Stands in for the body of LangGraph's checkpointer fixtures when the parameter is ``statekit``."""
+    """Stands in for the body of LangGraph's checkpointer fixtures when the parameter is ``statekit``.
+
+    Every test gets a fresh saver whose entities carry a prefix of their own (``peer{n}:…``),
+    so tests never see each other's threads, as with LangGraph's fresh database per test,
+    without building a schema per test.
+    """
     from statekit.integrations.langgraph import StatekitSaver
 
-    store = _Store()
-    saver = StatekitSaver(store.url)
     _swapped[0] += 1
+    saver = StatekitSaver(_shared_store(), prefix=f"peer{_swapped[0]}")
     try:
         yield saver
     finally:
         saver.close()
-        store.drop()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if "sm" in _shared:
+        _shared.pop("sm").close()
+        _shared.pop("store").drop()
 
 
 @pytest.hookimpl(tryfirst=True)
