@@ -110,8 +110,8 @@ class Result:
 
     def line(self) -> str:
         return (f"{self.suite} {self.version} on {self.backend}: {self.passed} passed, {self.failed} failed, "
-                f"{self.skipped} skipped, {len(self.excluded)} excluded, {len(self.flaky)} flaky "
-                f"({self.seconds:.0f} s)")
+                f"{self.skipped} skipped, {len(self.excluded)} excluded, {len(self.flaky)} flaky; "
+                f"{self.swapped} statekit savers or sessions used ({self.seconds:.0f} s)")
 
 
 # ----------------------------------------------------------------------------- fetching
