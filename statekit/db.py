@@ -173,6 +173,9 @@ class DatabaseManager:
         self._hot_lock = threading.Lock()
         self._hot_pid = os.getpid()
         self._begin_write = "BEGIN IMMEDIATE" if self.is_sqlite else "BEGIN"
+        # A store with one shared connection (in-memory SQLite) cannot run two transactions at once:
+        # every transaction on it holds this lock (re-entrant, so a transaction may call run_hot).
+        self._serial_lock = threading.RLock() if isinstance(self.engine.pool, StaticPool) else None
         self._driver_errors: tuple[type[BaseException], ...] = (self.engine.dialect.loaded_dbapi.Error,)
         try:
             self.ensure_schema()
@@ -255,9 +258,18 @@ class DatabaseManager:
     # ------------------------------------------------------------ transactions
 
     @contextmanager
+    def _serial(self) -> Iterator[None]:
+        """Hold the shared connection's lock while a transaction runs on it (in-memory SQLite only)."""
+        if self._serial_lock is None:
+            yield
+            return
+        with self._serial_lock:
+            yield
+
+    @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction (no retry: see :meth:`run_write`)."""
-        with self.engine.connect() as conn:
+        with self._serial(), self.engine.connect() as conn:
             conn.info["statekit_write"] = True
             try:
                 with conn.begin():
@@ -268,7 +280,7 @@ class DatabaseManager:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read transaction: one consistent view of the store."""
-        with self.engine.connect() as conn:
+        with self._serial(), self.engine.connect() as conn:
             conn.info["statekit_write"] = False
             with conn.begin():
                 yield conn
@@ -331,42 +343,43 @@ class DatabaseManager:
         attempt = 0
         delay = 0.002
         while True:
-            raw = self._acquire()
-            healthy = True
-            try:
-                cur = raw.driver_connection.cursor()
+            with self._serial():  # the sleep below runs outside it
+                raw = self._acquire()
+                healthy = True
                 try:
-                    if not write:
-                        return fn(cur, attempt)
-                    cur.execute(self._begin_write)
+                    cur = raw.driver_connection.cursor()
                     try:
-                        result = fn(cur, attempt)
-                        cur.execute("COMMIT")
-                    except BaseException:
+                        if not write:
+                            return fn(cur, attempt)
+                        cur.execute(self._begin_write)
                         try:
-                            cur.execute("ROLLBACK")
-                        except Exception:  # noqa: BLE001 - the connection is gone; it is dropped below
+                            result = fn(cur, attempt)
+                            cur.execute("COMMIT")
+                        except BaseException:
+                            try:
+                                cur.execute("ROLLBACK")
+                            except Exception:  # noqa: BLE001 - the connection is gone; it is dropped below
+                                healthy = False
+                            raise
+                        return result
+                    finally:
+                        try:
+                            cur.close()
+                        except Exception:  # noqa: BLE001
                             healthy = False
-                        raise
-                    return result
-                finally:
-                    try:
-                        cur.close()
-                    except Exception:  # noqa: BLE001
+                except self._driver_errors as exc:
+                    retry = self._raw_retryable(exc)
+                    if self._connection_broken(exc):
                         healthy = False
-            except self._driver_errors as exc:
-                retry = self._raw_retryable(exc)
-                if self._connection_broken(exc):
-                    healthy = False
-                if not retry:
-                    raise
-                if time.monotonic() + delay > deadline:
-                    raise StatekitError(
-                        f"The store stayed busy for {self.lock_timeout:g} s ({_short(exc)}); "
-                        "try again, or raise lock_timeout."
-                    ) from exc
-            finally:
-                self._release(raw, healthy)
+                    if not retry:
+                        raise
+                    if time.monotonic() + delay > deadline:
+                        raise StatekitError(
+                            f"The store stayed busy for {self.lock_timeout:g} s ({_short(exc)}); "
+                            "try again, or raise lock_timeout."
+                        ) from exc
+                finally:
+                    self._release(raw, healthy)
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.25)
             attempt += 1
@@ -384,7 +397,7 @@ class DatabaseManager:
         return raw
 
     def _release(self, raw: Any, healthy: bool) -> None:
-        if not healthy:
+        if not healthy and self._serial_lock is None:  # closing an in-memory store's one connection loses it
             raw.invalidate()
             return
         with self._hot_lock:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4  # bound once: code that patches uuid.uuid4 (tests) never shifts our ids
 
 import pandas as pd
 
@@ -41,7 +41,7 @@ def create_branch(sm: StateManager, entity_id: str, name: str, from_version: int
         snap = base.snapshot
         repo.set_head(cur, entity_id, name, snap.snapshot_id, snap.version, create=True, base=snap.version, now=now)
         t = StateTransition(
-            transition_id=uuid.uuid4().hex, entity_id=entity_id, branch=name,
+            transition_id=uuid4().hex, entity_id=entity_id, branch=name,
             transition_type=TransitionType.BRANCH, from_snapshot_id=snap.snapshot_id,
             to_snapshot_id=snap.snapshot_id, from_version=snap.version, to_version=snap.version,
             actor=actor, reason=reason or f"branch {name!r} from v{snap.version}", timestamp=now,
@@ -81,7 +81,7 @@ def rollback(sm: StateManager, entity_id: str, version: int | None, *, reason: s
         actor=validate.actor(actor) or sm.actor, metadata={},
         expected_version=validate.optional_version(expected_version, "expected_version", allow_zero=True),
         expires_in=DEFAULT_LIFETIME, status=SnapshotStatus.ACTIVE, merge=False,
-        snapshot_id=uuid.uuid4().hex, transition_id=uuid.uuid4().hex,
+        snapshot_id=uuid4().hex, transition_id=uuid4().hex,
     )
     plan.kind = TransitionType.ROLLBACK
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import uuid4  # bound once: code that patches uuid.uuid4 (tests) never shifts our ids
 
 import pandas as pd
 import sqlalchemy as sa
@@ -222,8 +222,8 @@ class StateManager:
             expires_in=expires_in,
             status=status,
             merge=merge,
-            snapshot_id=uuid.uuid4().hex,
-            transition_id=uuid.uuid4().hex,
+            snapshot_id=uuid4().hex,
+            transition_id=uuid4().hex,
         )
 
     def _write(self, cur: Any, attempt: int, plan: SavePlan) -> tuple[StateSnapshot, StateTransition]:

@@ -13,11 +13,12 @@ replay) starts the branch ``fork-{checkpoint id}`` at the parent's version, so
 ``langgraph:{thread_id}#writes``, one version per ``put_writes``.
 
 Channel values that are plain JSON are stored as they are (readable, diffable,
-queryable from SQL); other values go through LangGraph's serializer, by
-default in strict msgpack mode: only LangGraph's safe types and the types of
-the graph's own state schema (LangGraph hands them over at compile time) are
-rebuilt, and nothing is ever unpickled, so loading a checkpoint someone else
-wrote runs none of their code. A channel unchanged since the parent
+queryable from SQL); other values go through LangGraph's serializer. Loading
+rebuilds the graph's own types (pydantic models, dataclasses, enums, langchain
+messages) from values this saver wrote with your statekit signing key, and
+only LangGraph's safe types from anything else, so loading a checkpoint someone
+else wrote runs none of their code; nothing is ever unpickled (the trust rule is
+spelled out in :mod:`.langgraph_serde`). A channel unchanged since the parent
 checkpoint is carried over by reference (``merge=True``), not re-encoded.
 """
 
@@ -27,6 +28,7 @@ import asyncio
 import builtins
 import contextlib
 import json
+import random
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -57,7 +59,8 @@ from ..models import StateType
 from ..repository import SnapshotRow
 from ..snapshot import StateSnapshot
 from ..store import StateManager
-from .langgraph_rows import CHECKPOINT_ITEM, ThreadRows, pack, thread_entity, unpack, writes_entity
+from .langgraph_rows import CHECKPOINT_ITEM, ThreadRows, thread_entity, writes_entity
+from .langgraph_serde import ValueCodec
 
 __all__ = ["StatekitSaver"]
 
@@ -74,11 +77,12 @@ class _Known:
     channels: frozenset[str]
 
 
-class StatekitSaver(BaseCheckpointSaver[int]):
+class StatekitSaver(BaseCheckpointSaver[Any]):
     """LangGraph's ``BaseCheckpointSaver`` on a statekit store (SQLite or PostgreSQL).
 
     ``store`` is a :class:`~statekit.StateManager`, a store URL, or None for
-    the default store. ``serde`` replaces the strict msgpack serializer.
+    the default store. ``serde`` replaces LangGraph's strict msgpack serializer
+    (and with it the signed class lists of :mod:`.langgraph_serde`).
     Entities are named ``{prefix}:{thread_id}``, saved as ``state_type`` (never
     expiring by default) by ``actor``.
     """
@@ -102,6 +106,7 @@ class StatekitSaver(BaseCheckpointSaver[int]):
         self.actor = actor
         self.state_type = StateType(state_type)
         self._rows = ThreadRows(self.sm.db)
+        self._codec = ValueCodec(sign=serde is None)
         self._lock = threading.Lock()
         self._known: OrderedDict[tuple[str, str], _Known] = OrderedDict()
         self._heads: dict[tuple[str, str], int] = {}
@@ -117,6 +122,40 @@ class StatekitSaver(BaseCheckpointSaver[int]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> StatekitSaver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
+
+    def get_next_version(self, current: Any, channel: None = None) -> Any:
+        """The version after ``current``, of the same kind, so a thread copied from any saver can go on.
+
+        Integers (statekit's own, from ``1``) and floats go up by one. A string
+        (SqliteSaver, PostgresSaver and InMemorySaver write ``"<32-digit counter>.<random>"``)
+        gets the next counter in the same shape; a string of another shape gets
+        a suffix, which still sorts after it. LangGraph only compares versions of
+        one kind, so the kind a thread started with is kept.
+        """
+        if current is None:
+            return 1
+        if isinstance(current, bool) or not isinstance(current, int | float | str):
+            raise InvalidArgumentError(f"A channel version must be an int, float or str, not {current!r}.")
+        if not isinstance(current, str):
+            return current + 1
+        head = current.split(".", 1)[0]
+        if head.isascii() and head.isdigit():
+            following = f"{int(head) + 1:0{max(len(head), 32)}}.{random.random():016}"
+            if following > current:
+                return following
+        return current + ".1"
+
+    def _pack(self, value: Any) -> Any:
+        return self._codec.pack(self.serde, value)
+
+    def _unpack(self, stored: Any) -> Any:
+        return self._codec.unpack(self.serde, stored)
 
     def entity_id(self, thread_id: str, checkpoint_ns: str = "") -> str:
         """The statekit entity holding this thread's checkpoints (for ``sm.history()``, ``sm.branches()``)."""
@@ -172,8 +211,8 @@ class StatekitSaver(BaseCheckpointSaver[int]):
                 if ch in new_versions or ch not in parent.channels or versions.get(ch) is None
                 or versions.get(ch) != parent.channel_versions.get(ch)
             ]
-        state = {CHECKPOINT_ITEM: pack(self.serde, {k: v for k, v in checkpoint.items() if k != "channel_values"})}
-        state.update((ch, pack(self.serde, values[ch])) for ch in changed)
+        state = {CHECKPOINT_ITEM: self._pack({k: v for k, v in checkpoint.items() if k != "channel_values"})}
+        state.update((ch, self._pack(values[ch])) for ch in changed)
         lg_meta = _json_metadata(get_serializable_checkpoint_metadata(config, metadata))
         meta = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"],
                 "parent_checkpoint_id": parent_id, "langgraph": lg_meta}
@@ -193,11 +232,11 @@ class StatekitSaver(BaseCheckpointSaver[int]):
                 return None
             return row, self._rows.decode(conn, row, [CHECKPOINT_ITEM]).get(CHECKPOINT_ITEM, {})
 
-        found = self.sm.db.run_read(work)
+        found = self._rows.read(work)
         if found is None:
             return None
         row, skeleton = found
-        known = _known_from(row.snapshot, unpack(self.serde, skeleton))
+        known = _known_from(row.snapshot, self._unpack(skeleton))
         self._remember(entity, parent_id, known)
         return known
 
@@ -238,7 +277,7 @@ class StatekitSaver(BaseCheckpointSaver[int]):
         thread_id = str(conf["thread_id"])
         state: dict[str, Any] = {}
         for idx, (channel, value) in enumerate(writes):
-            state[f"{WRITES_IDX_MAP.get(channel, idx)}:{channel}"] = pack(self.serde, value)
+            state[f"{WRITES_IDX_MAP.get(channel, idx)}:{channel}"] = self._pack(value)
         meta = {
             "thread_id": thread_id, "checkpoint_ns": conf.get("checkpoint_ns") or "",
             "checkpoint_id": str(conf["checkpoint_id"]), "task_id": task_id, "task_path": task_path,
@@ -256,7 +295,7 @@ class StatekitSaver(BaseCheckpointSaver[int]):
         conf = config["configurable"]
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns") or ""
-        cid = get_checkpoint_id(config)
+        cid = get_checkpoint_id(config) or None  # "" means the newest, as in LangGraph's own savers
         entity = self.entity_id(thread_id, ns)
         known = self._recall(entity, cid)
 
@@ -264,7 +303,7 @@ class StatekitSaver(BaseCheckpointSaver[int]):
             row = self._rows.checkpoint(conn, entity, cid, known.version if known else None)
             return self._rows.gather(conn, self.prefix, [row]) if row is not None else []
 
-        found = self.sm.db.run_read(work)
+        found = self._rows.read(work)
         return self._tuple(entity, *found[0]) if found else None
 
     def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
@@ -282,7 +321,7 @@ class StatekitSaver(BaseCheckpointSaver[int]):
             conf = config.get("configurable", {})
             thread_id = str(conf["thread_id"])
             ns = conf.get("checkpoint_ns")
-            cid = get_checkpoint_id(config)
+            cid = get_checkpoint_id(config) or None  # "": no checkpoint filter, as in LangGraph's own savers
             root = self.entity_id(thread_id)
             entities, prefixes = ([root], [root + "/"]) if ns is None else ([self.entity_id(thread_id, ns)], [])
         before_id = get_checkpoint_id(before) if before is not None else None
@@ -292,7 +331,7 @@ class StatekitSaver(BaseCheckpointSaver[int]):
             threads = {m["thread_id"] for *_x, m in light}
             return light, {t: self._rows.writes_index(conn, self.writes_entity_id(t)) for t in threads}
 
-        light, index = self.sm.db.run_read(candidates)
+        light, index = self._rows.read(candidates)
         chosen: dict[tuple[str, str], tuple[str, str, int, dict[str, Any]]] = {}
         for sid, eid, version, meta in light:
             if thread_id is not None and meta.get("thread_id") != thread_id:
@@ -318,14 +357,14 @@ class StatekitSaver(BaseCheckpointSaver[int]):
                 rows = self._rows.by_ids(conn, [b[0] for b in batch])
                 return self._rows.gather(conn, self.prefix, [rows[b[0]] for b in batch if b[0] in rows], index)
 
-            for found in self.sm.db.run_read(work):
+            for found in self._rows.read(work):
                 yield self._tuple(found[0].entity_id, *found)
 
     def _tuple(self, entity: str, snap: StateSnapshot, state: dict[str, Any],
                writes: Sequence[tuple[StateSnapshot, dict[str, Any]]]) -> CheckpointTuple:
         meta = snap.metadata
-        skeleton = unpack(self.serde, state.get(CHECKPOINT_ITEM, {}))
-        values = {name: unpack(self.serde, v) for name, v in state.items() if name != CHECKPOINT_ITEM}
+        skeleton = self._unpack(state.get(CHECKPOINT_ITEM, {}))
+        values = {name: self._unpack(v) for name, v in state.items() if name != CHECKPOINT_ITEM}
         self._remember(entity, meta["checkpoint_id"], _known_from(snap, skeleton))
         checkpoint: Any = {**skeleton, "channel_values": values}
 
@@ -349,7 +388,7 @@ class StatekitSaver(BaseCheckpointSaver[int]):
                 if m.get("replace") or key not in found:
                     found[key] = (m.get("task_path", ""), m["task_id"], int(idx_text), channel, stored)
         ordered = sorted(found.values(), key=lambda w: (w[0], w[1], w[2]))
-        return [(task_id, channel, unpack(self.serde, v)) for _p, task_id, _i, channel, v in ordered]
+        return [(task_id, channel, self._unpack(v)) for _p, task_id, _i, channel, v in ordered]
 
     # ------------------------------------------------------------------ threads
 

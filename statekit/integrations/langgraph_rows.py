@@ -20,13 +20,15 @@ saver hands in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from .. import codecs
 from ..db import DatabaseManager, utcnow
@@ -39,10 +41,9 @@ from ..snapshot import StateSnapshot
 
 CHECKPOINT_ITEM = "__checkpoint__"
 """The state item holding the checkpoint without its channel values (id, ts, versions...)."""
-SERDE_TAG = "__lg_serde__"
-"""Marks a value stored as LangGraph serializer output: ``{SERDE_TAG: type, "data": bytes}``."""
 WRITES_SUFFIX = "#writes"
 
+T = TypeVar("T")
 _S = snapshots_table.c
 _ESCAPED = {"%", "/", "#", "~"}
 _BATCH = 200
@@ -76,24 +77,6 @@ def writes_entity(prefix: str, thread_id: str) -> str:
     return thread_entity(prefix, thread_id) + WRITES_SUFFIX
 
 
-# ----------------------------------------------------------------------------- values
-
-
-def pack(serde: Any, value: Any) -> Any:
-    """Plain JSON as it is (readable in the panel and from SQL); anything else through LangGraph's serializer."""
-    if codecs.is_plain_json(value):
-        return value
-    type_, data = serde.dumps_typed(value)
-    return {SERDE_TAG: type_, "data": bytes(data)}
-
-
-def unpack(serde: Any, stored: Any) -> Any:
-    """The inverse of :func:`pack` (plain JSON never holds bytes, so the tag cannot be forged by a value)."""
-    if type(stored) is dict and SERDE_TAG in stored and type(stored.get("data")) is bytes:
-        return serde.loads_typed((stored[SERDE_TAG], stored["data"]))
-    return stored
-
-
 # ----------------------------------------------------------------------------- reads
 
 
@@ -112,8 +95,30 @@ class ThreadRows:
         self._alive = "(expires_at IS NULL OR expires_at > :now)"
         self._full = f"SELECT {FULL_COLUMNS} FROM state_snapshots"
 
+    def read(self, fn: Callable[[Any, int], T]) -> T:
+        """Run ``fn(cursor, attempt)`` in one read transaction on a driver connection (the core's hot path).
+
+        Skips SQLAlchemy's checkout and events, which cost more than a checkpoint lookup itself.
+        """
+        def work(cur: Any, attempt: int) -> T:
+            cur.execute("BEGIN")  # one consistent view for the checkpoint, its writes and its chunks
+            try:
+                result = fn(cur, attempt)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+            return result
+
+        return self.db.run_hot(work, write=False)
+
+    def _cursor(self, conn: Any) -> Any:
+        """The driver cursor: ``conn`` is one already (from :meth:`read`) or a SQLAlchemy connection."""
+        return self.db.cursor(conn) if isinstance(conn, Connection) else conn
+
     def _run(self, conn: Any, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        cur = self.db.cursor(conn)
+        cur = self._cursor(conn)
         cur.execute(self.db.sql(sql), params)
         return cur.fetchall()
 
@@ -291,8 +296,9 @@ class ThreadRows:
         found: dict[str, bytes] = {}
         for start in range(0, len(wanted), _BATCH):
             part = wanted[start : start + _BATCH]
-            query = sa.select(payloads_table.c.digest, payloads_table.c.data).where(payloads_table.c.digest.in_(part))
-            for digest, data in conn.execute(query):
+            marks = ", ".join(f":d{i}" for i in range(len(part)))
+            for digest, data in self._run(conn, f"SELECT digest, data FROM state_payloads WHERE digest IN ({marks})",
+                                          {f"d{i}": d for i, d in enumerate(part)}):
                 found[digest] = bytes(data)
         s = row.snapshot
         for d in wanted:

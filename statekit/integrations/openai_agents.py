@@ -17,6 +17,7 @@ head it follows (``expected_version``) and retries on a conflict.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -30,22 +31,54 @@ except ImportError as exc:  # the optional extra is not installed
     ) from exc
 
 from .. import validate
-from ..errors import ConflictError, NotFoundError
+from ..errors import ConflictError, InvalidArgumentError, NotFoundError, StatekitError
 from ..models import StateType
 from ..snapshot import StateSnapshot
 from ..store import StateManager
 
-__all__ = ["StatekitSession"]
+__all__ = ["SessionClosedError", "SessionSettingsError", "StatekitSession"]
 
 _RETRIES = 50
+
+
+class SessionClosedError(StatekitError, RuntimeError):
+    """The session was closed; like the SDK's own sessions, it refuses every call (a RuntimeError)."""
+
+
+class SessionSettingsError(InvalidArgumentError, TypeError):
+    """``session_settings`` is neither a SessionSettings nor a dict of its fields (a TypeError, as in the SDK)."""
+
+
+def _settings(value: Any) -> SessionSettings:
+    """``value`` as a SessionSettings: a dict is converted field by field; unknown keys and bad values are refused."""
+    if value is None:
+        return SessionSettings()
+    if isinstance(value, SessionSettings):
+        return value
+    if not isinstance(value, dict):
+        raise SessionSettingsError(
+            f"session_settings must be a SessionSettings or a dict, not {type(value).__name__}."
+        )
+    known = {f.name for f in dataclasses.fields(SessionSettings) if f.init}
+    unknown = sorted(str(k) for k in value if k not in known)
+    if unknown:
+        raise SessionSettingsError(
+            f"Unknown session settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})."
+        )
+    try:
+        return SessionSettings(**value)
+    except ValueError as exc:  # pydantic's ValidationError
+        first = str(exc).splitlines()
+        raise SessionSettingsError(f"Invalid session_settings {value!r}: {' '.join(first[1:3]).strip()}") from None
 
 
 class StatekitSession:
     """The Agents SDK's ``Session`` protocol on a statekit store.
 
     ``store`` is a :class:`~statekit.StateManager`, a store URL, or None for the
-    default store. ``session_settings.limit`` is the default ``get_items`` limit,
-    as in the SDK's own sessions.
+    default store. ``session_settings`` (a ``SessionSettings``, or a dict of its
+    fields) gives the default ``get_items`` limit, as in the SDK's own sessions.
+    After :meth:`close` every call raises :class:`SessionClosedError` (a RuntimeError).
     """
 
     session_settings: SessionSettings | None = None
@@ -55,43 +88,56 @@ class StatekitSession:
         session_id: str,
         store: StateManager | str | None = None,
         *,
-        session_settings: SessionSettings | None = None,
+        session_settings: SessionSettings | dict[str, Any] | None = None,
         prefix: str = "openai-agents",
         actor: str = "openai-agents",
         state_type: StateType | str = StateType.AGENT_STATE,
     ) -> None:
         self.session_id = session_id
         self.entity_id = validate.identifier(f"{prefix}:{session_id}", "session entity id")
-        self.session_settings = session_settings or SessionSettings()
+        self.session_settings = _settings(session_settings)
         self._owns_store = not isinstance(store, StateManager)
         self.sm = store if isinstance(store, StateManager) else StateManager(store)
         self.actor = actor
         self.state_type = StateType(state_type)
         self._lock = threading.Lock()
         self._head: tuple[int, tuple[str, ...]] | None = None  # (version, item names) after our last change
+        self._closed = False
 
     def close(self) -> None:
-        """Release the store's connections if this session opened the store."""
+        """Close the session (later calls raise SessionClosedError); release the store if this session opened it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         if self._owns_store:
             self.sm.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosedError(f"StatekitSession {self.session_id!r} is closed.")
 
     # ------------------------------------------------------------------ the Session protocol
 
     async def get_items(self, limit: int | None = None) -> list[Any]:
         """The conversation, oldest first; with ``limit``, only the latest ``limit`` items."""
+        self._check_open()
         return await asyncio.to_thread(self._get_items, resolve_session_limit(limit, self.session_settings))
 
     async def add_items(self, items: list[Any]) -> None:
         """Append ``items`` as one new version."""
+        self._check_open()
         if items:
             await _finish(asyncio.to_thread(self._add_items, list(items)))
 
     async def pop_item(self) -> Any | None:
         """Remove the latest item (one new version) and return it; None when the session is empty."""
+        self._check_open()
         return await _finish(asyncio.to_thread(self._pop_item))
 
     async def clear_session(self) -> None:
         """Empty the session (one new version: ``sm.rollback`` brings the items back)."""
+        self._check_open()
         await _finish(asyncio.to_thread(self._clear_session))
 
     # ------------------------------------------------------------------ sync implementations
