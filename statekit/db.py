@@ -478,6 +478,7 @@ class DatabaseManager:
             self._check_tables(conn, found)
             if found is None:
                 models.SQLModel.metadata.create_all(conn, tables=ALL_TABLES)
+                _create_views(conn)
                 if not self.is_sqlite:  # chunks are mostly compressed already: skip pglz, store out of line
                     conn.exec_driver_sql("ALTER TABLE state_payloads ALTER COLUMN data SET STORAGE EXTERNAL")
                 conn.execute(
@@ -550,7 +551,7 @@ class DatabaseManager:
                     "nothing was changed.")
             return
         for name, columns in ours.items():
-            missing = columns - found.get(name, set())
+            missing = columns - found.get(name, set()) - {c for (t, c), v in ADDED_IN.items() if t == name and version < v}
             if missing:
                 raise StatekitError(
                     f"{self._where()} is not a usable statekit store: its table {name} "
@@ -699,6 +700,24 @@ def _upgrade_checksums(conn: Connection) -> None:
 
 
 MIGRATIONS[1] = _upgrade_checksums
+
+
+def _upgrade_history(conn: Connection) -> None:
+    """Schema 2 -> 3: the ``changed`` and ``lineage`` columns and the history views (see history_schema.py)."""
+    from .history_schema import upgrade
+
+    upgrade(conn)
+
+
+def _create_views(conn: Connection) -> None:
+    from .history_schema import create_views
+
+    create_views(conn)
+
+
+MIGRATIONS[2] = _upgrade_history
+ADDED_IN = {("state_snapshots", "changed"): 3, ("state_snapshots", "lineage"): 3}
+"""Columns a migration adds: an older store lacks them until it is upgraded."""
 READABLE_FROM = 1
 """The oldest schema a read-only store may have and still be read (schema 1 differs only in checksum format)."""
 
