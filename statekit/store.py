@@ -239,8 +239,13 @@ class StateManager:
         branch: str | None = None,
         names: Iterable[str] | None = None,
         include_expired: bool = False,
+        as_of: datetime | str | None = None,
+        tag: str | None = None,
     ) -> dict[str, Any]:
         """The state of ``version`` (default: the head of ``branch``, default main) as a dict.
+
+        ``as_of`` (a datetime, naive meaning UTC, or an ISO text): the head of ``branch`` as it was
+        then; ``tag``: the version that tag names. Neither combines with ``version``.
 
         With both ``version`` and ``branch``, the version must be on that branch's line
         (its head, its parent, and so on back): NotFoundError otherwise. ``names``
@@ -249,6 +254,8 @@ class StateManager:
         started = time.perf_counter()
         try:
             entity_id = validate.identifier(entity_id, "entity_id")
+            if as_of is not None or tag is not None:
+                version, branch = self._version_named(entity_id, version, branch, as_of, tag), None
             version = validate.optional_version(version, "version")
             on_line = branch is not None and version is not None
             branch = validate.identifier(branch or MAIN_BRANCH, "branch")
@@ -348,12 +355,16 @@ class StateManager:
                              "see history().")
 
     def get(self, entity_id: str, version: int | None = None, *, branch: str | None = None,
-            include_expired: bool = False) -> StateSnapshot:
+            include_expired: bool = False, as_of: datetime | str | None = None,
+            tag: str | None = None) -> StateSnapshot:
         """A snapshot's metadata now (its checksum verified); its ``state`` is loaded on first access.
 
         ``branch`` with ``version``: the version must be on the branch's line, as in :meth:`load`.
+        ``as_of`` and ``tag`` work as in :meth:`load`.
         """
         entity_id = validate.identifier(entity_id, "entity_id")
+        if as_of is not None or tag is not None:
+            version, branch = self._version_named(entity_id, version, branch, as_of, tag), None
         version = validate.optional_version(version, "version")
         on_line = branch is not None and version is not None
         b = validate.identifier(branch or MAIN_BRANCH, "branch")
@@ -390,13 +401,19 @@ class StateManager:
     # ================================================================= history
 
     def history(self, entity_id: str, *, branch: str | None = None, include_expired: bool = False,
-                limit: int | None = None) -> pd.DataFrame:
-        """One row per version (newest last); never reads payloads."""
+                limit: int | None = None, changed: str | None = None) -> pd.DataFrame:
+        """One row per version (newest last); never reads payloads.
+
+        ``changed="df"`` (or a key path, ``"params.lr"``): only the versions that changed it relative
+        to their parent, with a ``changed`` column listing the items.
+        """
         from . import queries
 
         entity_id = validate.identifier(entity_id, "entity_id")
         started = time.perf_counter()
         frame = queries.history(self.db, entity_id, branch=branch, include_expired=include_expired, limit=limit)
+        if changed is not None:
+            frame = self._changed_only(entity_id, frame, changed, branch)
         self._metrics.record("history", time.perf_counter() - started)
         return frame
 
@@ -494,6 +511,68 @@ class StateManager:
         from . import backup
 
         return backup.restore(self, path, merge=merge)
+
+    # ================================================================= history as data
+
+    def tag(self, entity_id: str, name: str, version: int | None = None, *, actor: str | None = None,
+            message: str | None = None) -> StateSnapshot:
+        """Name ``version`` (default: the head of main) ``name``; a tag never moves (ConflictError if taken)."""
+        from . import tags
+
+        return tags.tag(self, entity_id, name, version, actor=actor, message=message)
+
+    def tags(self, entity_id: str) -> pd.DataFrame:
+        """One row per tag of ``entity_id``: tag, version, branch, snapshot_id, actor, message, created_at."""
+        from . import tags
+
+        return tags.tags(self, entity_id)
+
+    def find(self, entities: Iterable[str] | str | None = None, name: str | None = None,
+             where: Mapping[str, Any] | None = None, *, include_expired: bool = False) -> pd.DataFrame:
+        """Every version (of ``entities``, default all) holding ``name`` whose inline JSON values match ``where``.
+
+        ``where={"params.lr": 0.1}``; see :mod:`statekit.search` for what is searched.
+        """
+        from . import search
+
+        return search.find(self, entities, name, where, include_expired=include_expired)
+
+    def merge(self, entity_id: str, source: str, into: str = MAIN_BRANCH, *,
+              resolve: Mapping[str, str] | None = None, message: str | None = None,
+              actor: str | None = None) -> StateSnapshot:
+        """Three-way merge of branch ``source`` into ``into`` from their common ancestor; a new version on ``into``.
+
+        A value changed on both sides in the same place raises MergeConflictError (its ``conflicts``
+        DataFrame lists them) and writes nothing; ``resolve={"name": "ours" | "theirs"}`` settles them.
+        """
+        from . import merge
+
+        return merge.merge(self, entity_id, source, into, resolve=resolve, message=message, actor=actor)
+
+    def retain(self, entity_id: str | None = None, *, keep_last: int | None = None,
+               keep_within: timedelta | float | str | None = None, keep_daily: int | None = None,
+               max_bytes: int | None = None, dry_run: bool = True, actor: str | None = None) -> pd.DataFrame:
+        """The versions a retention policy removes (one row each: why, bytes freed); ``dry_run=False`` removes them.
+
+        Never removes a branch head, a tagged version or an ancestor a merge needs.
+        """
+        from . import retention
+
+        return retention.retain(self, entity_id, keep_last=keep_last, keep_within=keep_within,
+                                keep_daily=keep_daily, max_bytes=max_bytes, dry_run=dry_run, actor=actor)
+
+    def _version_named(self, entity_id: str, version: Any, branch: str | None, as_of: Any, tag: Any) -> int:
+        from . import timetravel
+
+        return timetravel.resolve(self, entity_id, version, branch, as_of, tag)
+
+    def _changed_only(self, entity_id: str, frame: pd.DataFrame, changed: str, branch: str | None) -> pd.DataFrame:
+        from . import search
+
+        found = search.changed_versions(self, entity_id, changed, branch)
+        frame = frame[frame["version"].isin(list(found))].reset_index(drop=True)
+        frame["changed"] = [tuple(found[int(v)]) for v in frame["version"]]
+        return frame
 
     # ================================================================= observers and metrics
 
