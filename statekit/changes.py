@@ -7,10 +7,11 @@ descriptors (codec and chunk digests). Stored in ``state_snapshots.changed`` as 
 ``diff()``'s notation: ``params.lr``, ``params['a b']``); ``null`` means the name changed in more
 than :data:`MAX_PATHS` places, so a query on a path inside it compares the stored values instead.
 
-A query ``changed="params.lr"`` matches a version when it changed ``params.lr`` itself, something
-inside it (``params.lr.x``) or a whole value around it (``params`` added, removed, or replaced by a
-non-dict). So ``history(entity, changed=...)`` lists exactly the versions where that item differs
-from the parent's.
+A query ``changed="params.lr"`` matches a version when it changed ``params.lr`` itself or something
+inside it (``params.lr.x``); when a whole value around it changed (``params`` added, removed, or
+replaced by a non-dict), the two inline values at ``params.lr`` are compared. So
+``history(entity, changed=...)`` lists exactly the versions where that item differs from the
+parent's (a key path inside a value stored as chunks counts as changed whenever the value does).
 """
 
 from __future__ import annotations
@@ -103,7 +104,11 @@ def split_path(query: str) -> list[str]:
 
 
 def matches(entry: dict[str, Any], query: str) -> bool | None:
-    """Whether a ``changed`` entry covers ``query``; None when it cannot tell (a name recorded as ``null``)."""
+    """Whether a ``changed`` entry covers ``query``; None when only the stored values can tell.
+
+    That is when the name is recorded as ``null``, or when a whole value around the item changed
+    (``params`` went from 5 to a dict: ``params.lr`` changed only if the new dict has it).
+    """
     unsure = False
     for name in split_path(query):
         if name not in entry:
@@ -115,8 +120,10 @@ def matches(entry: dict[str, Any], query: str) -> bool | None:
             unsure = True
             continue
         for p in paths:
-            if p == query or query.startswith((p + ".", p + "[")) or p.startswith((query + ".", query + "[")):
+            if p == query or p.startswith((query + ".", query + "[")):
                 return True
+            if query.startswith((p + ".", p + "[")):
+                unsure = True  # a whole value around it changed: the item itself may not have
     return None if unsure else False
 
 

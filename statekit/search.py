@@ -79,8 +79,11 @@ def _inline_differs(cur: Any, db: Any, entry: dict[str, Any], query: str, data_t
     new = json.loads(data_text) if isinstance(data_text, str) else data_text
     old, _items_ = changes.parent_content(cur, db, parent_id)
     for name in changes.split_path(query):
-        if name in entry and entry[name] is None and \
-                changes.value_at(new, name, query) != changes.value_at(old, name, query):
+        if name not in entry:
+            continue
+        if name not in new and name not in old:
+            return True  # stored as chunks on both sides: changed as a whole, as far as SQL can tell
+        if changes.value_at(new, name, query) != changes.value_at(old, name, query):
             return True
     return False
 
