@@ -112,8 +112,12 @@ class StateManager:
         merge: bool = False,
         drop: Iterable[str] = (),
         allow_pickle: bool | None = None,
+        lineage: Mapping[str, Any] | None = None,
     ) -> StateSnapshot:
         """Save ``state`` (a mapping of names to values) as the next version on ``branch``.
+
+        ``lineage`` (JSON: the code that produced this state, the names it read...) is kept with
+        the version and returned by ``get(...).lineage``.
 
         ``expected_version`` is the head version this save must follow (0: the
         branch must be empty); if someone else moved the head, ConflictError.
@@ -127,6 +131,7 @@ class StateManager:
                               metadata=metadata, branch=branch, expected_version=expected_version,
                               expires_in=expires_in, status=status, merge=merge, allow_pickle=allow_pickle)
             plan.drop = set(validate.item_names(drop))
+            plan.lineage = self._lineage_text(plan.snapshot_id, lineage)
             try:
                 snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
             except StaleMemo:  # remembered chunks were purged meanwhile: encode afresh
@@ -136,6 +141,7 @@ class StateManager:
                                   expires_in=expires_in, status=status, merge=merge, allow_pickle=allow_pickle,
                                   use_memo=False)
                 plan.drop = set(validate.item_names(drop))
+                plan.lineage = self._lineage_text(plan.snapshot_id, lineage)
                 snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
         except Exception:
             self._metrics.record("save", time.perf_counter() - started, error=True)
@@ -385,6 +391,7 @@ class StateManager:
             snap, "_loader",
             lambda: self.load(snap.entity_id, snap.version, include_expired=True),
         )
+        object.__setattr__(snap, "_lineage_loader", lambda: self._read_lineage(snap))
         return snap
 
     def head_version(self, entity_id: str, branch: str | None = None) -> int | None:
@@ -560,6 +567,16 @@ class StateManager:
 
         return retention.retain(self, entity_id, keep_last=keep_last, keep_within=keep_within,
                                 keep_daily=keep_daily, max_bytes=max_bytes, dry_run=dry_run, actor=actor)
+
+    def _lineage_text(self, snapshot_id: str, lineage: Mapping[str, Any] | None) -> str | None:
+        from . import lineage as lin
+
+        return lin.encode(snapshot_id, lineage)
+
+    def _read_lineage(self, snap: StateSnapshot) -> dict[str, Any] | None:
+        from . import lineage as lin
+
+        return lin.read(self, snap)
 
     def _version_named(self, entity_id: str, version: Any, branch: str | None, as_of: Any, tag: Any) -> int:
         from . import timetravel
