@@ -35,6 +35,30 @@ def _strip(desc: Any) -> Any:
     return {k: v for k, v in desc.items() if k != "size"} if isinstance(desc, dict) else desc
 
 
+def same(a: Any, b: Any) -> bool:
+    """Strict equality of JSON values: 1, 1.0 and true differ; key order does not matter."""
+    t = type(a)
+    if t is not type(b):
+        return False
+    if t is dict:
+        return a.keys() == b.keys() and all(same(v, b[k]) for k, v in a.items())
+    if t is list:
+        if len(a) != len(b):
+            return False
+        if a != b:  # == is looser than same() (1 == 1.0 == True), never stricter
+            return False
+        types = list(map(type, a))
+        if types != list(map(type, b)):
+            return False
+        if dict in types or list in types:
+            return all(same(x, y) for x, y in zip(a, b, strict=True) if type(x) in _NESTED)
+        return True
+    return bool(a == b)
+
+
+_NESTED = (dict, list)
+
+
 def _walk(prefix: str, a: Any, b: Any, out: list[str]) -> bool:
     """Append the paths where ``a`` and ``b`` differ; False once there are more than MAX_PATHS."""
     if type(a) is dict and type(b) is dict:
@@ -47,7 +71,7 @@ def _walk(prefix: str, a: Any, b: Any, out: list[str]) -> bool:
             if len(out) > MAX_PATHS:
                 return False
         return True
-    if _canon(a) != _canon(b):
+    if not same(a, b):
         out.append(prefix)
     return len(out) <= MAX_PATHS
 
