@@ -85,7 +85,11 @@ def cmd_load(magics: StateMagics, args: argparse.Namespace) -> None:
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"%state load: {exc}") from None
     sm = magics.store()
-    if version is None:
+    if args.as_of is not None:
+        if version is not None:
+            raise UsageError("%state load: give a VERSION or --as-of, not both")
+        snap = sm.get(magics.entity_id, branch=magics.branch, as_of=args.as_of, include_expired=True)
+    elif version is None:
         snap = _head_or_error(magics)
     else:
         snap = sm.get(magics.entity_id, version, include_expired=True)
@@ -120,13 +124,13 @@ def cmd_rollback(magics: StateMagics, args: argparse.Namespace) -> None:
 
 
 def cmd_log(magics: StateMagics, args: argparse.Namespace) -> pd.DataFrame | None:
-    frame = magics.store().history(magics.entity_id, branch=args.branch, limit=args.limit)
+    frame = magics.store().history(magics.entity_id, branch=args.branch, limit=args.limit, changed=args.changed)
     if frame.empty:
         print(f"no versions of {magics.entity_id!r}" + (f" on branch {args.branch!r}" if args.branch else ""))
         return None
     if not args.all_columns:  # sizes as people read them; sm.history() keeps the numbers
-        frame = frame[LOG_COLUMNS].assign(size=frame["size_bytes"].map(human_bytes),
-                                          new=frame["new_bytes"].map(human_bytes))
+        frame = frame[LOG_COLUMNS + (["changed"] if args.changed else [])].assign(
+            size=frame["size_bytes"].map(human_bytes), new=frame["new_bytes"].map(human_bytes))
         frame = frame.drop(columns=["size_bytes", "new_bytes"])
     return frame
 
@@ -264,3 +268,6 @@ COMMANDS: dict[str, Callable[[StateMagics, argparse.Namespace], Any]] = {
     "branch": cmd_branch, "checkout": cmd_checkout, "status": cmd_status, "verify": cmd_verify,
     "auto": cmd_auto, "use": cmd_use, "panel": cmd_panel,
 }
+from .history_commands import HISTORY_COMMANDS  # noqa: E402 - tag, tags, merge
+
+COMMANDS.update(HISTORY_COMMANDS)
