@@ -167,13 +167,15 @@ def log(ctx: click.Context, entity: str, branch: str | None, limit: int | None, 
 @click.argument("version", type=click.IntRange(min=1), required=False)
 @click.option("--branch", "-b", default=None, help="The branch whose head to show (default main).")
 @click.option("--include-expired", is_flag=True, help="Show a version that has expired but is not purged yet.")
+@click.option("--as-of", default=None, metavar="TIME", help="The head as it was then ('2026-11-30 17:00', UTC).")
+@click.option("--tag", default=None, help="The version this tag names.")
 @_common
 @click.pass_context
 def show(ctx: click.Context, entity: str, version: int | None, branch: str | None, include_expired: bool,
-         url: str | None, as_json: bool) -> None:
+         as_of: str | None, tag: str | None, url: str | None, as_json: bool) -> None:
     """One version of ENTITY (default: the head): its metadata and values."""
     with _Run(ctx, url, as_json) as run:
-        snap = run.sm.get(entity, version, branch=branch, include_expired=include_expired)
+        snap = run.sm.get(entity, version, branch=branch, include_expired=include_expired, as_of=as_of, tag=tag)
         state = run.sm.load(entity, snap.version, include_expired=include_expired)
         meta = _snapshot_dict(snap)
 
@@ -251,6 +253,31 @@ def purge_expired(ctx: click.Context, dry_run: bool, url: str | None, as_json: b
                        f"({_size(int(chunks['size_bytes'].sum()))}) and {len(branches)} branches.")
             if len(snaps):
                 _table(snaps[["entity_id", "version", "branch", "expires_at", "size_bytes"]], "")
+
+        run.out(_records(frame), human)
+
+
+@cli.command()
+@click.argument("entity", required=False)
+@click.option("--keep-last", type=click.IntRange(min=0), default=None, help="Keep the newest N versions.")
+@click.option("--keep-within", default=None, metavar="SPAN", help="Keep versions this recent: 7d, 12h, 30m.")
+@click.option("--keep-daily", type=click.IntRange(min=0), default=None, help="Keep the newest of each of N days.")
+@click.option("--max-bytes", type=click.IntRange(min=0), default=None, help="Remove the oldest until it fits.")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, and remove nothing.")
+@_common
+@click.pass_context
+def retain(ctx: click.Context, entity: str | None, keep_last: int | None, keep_within: str | None,
+           keep_daily: int | None, max_bytes: int | None, dry_run: bool, url: str | None, as_json: bool) -> None:
+    """Remove old versions of ENTITY (or every entity) by policy; heads, tags and merge ancestors stay."""
+    with _Run(ctx, url, as_json) as run:
+        frame = run.sm.retain(entity, keep_last=keep_last, keep_within=keep_within, keep_daily=keep_daily,
+                              max_bytes=max_bytes, dry_run=dry_run)
+
+        def human() -> None:
+            verb = "Would remove" if dry_run else "Removed"
+            click.echo(f"{verb} {len(frame)} versions, freeing {_size(int(frame['bytes_freed'].sum()))}.")
+            if len(frame):
+                _table(frame[["entity_id", "version", "branch", "reason", "bytes_freed"]], "")
 
         run.out(_records(frame), human)
 
