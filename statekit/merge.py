@@ -144,7 +144,12 @@ class _Merger:
         if type(o) is dict and type(t) is dict:
             return self.dict(name, path, b if type(b) is dict else {}, o, t)
         if isinstance(o, pd.DataFrame) and isinstance(t, pd.DataFrame) and isinstance(b, pd.DataFrame):
-            return self.frame(name, b, o, t)
+            mark = len(self.conflicts)
+            try:
+                return self.frame(name, b, o, t)
+            except (TypeError, ValueError, KeyError):  # a cell pandas cannot set (a new category...): whole frame
+                del self.conflicts[mark:]
+                return self.conflict(name, name, b, o, t)
         return self.conflict(name, path, b, o, t)
 
     def dict(self, name: str, prefix: str, b: dict[Any, Any], o: dict[Any, Any], t: dict[Any, Any]) -> dict[Any, Any]:

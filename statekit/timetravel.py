@@ -38,8 +38,8 @@ def parse_when(when: Any) -> datetime:
                 f"as_of={when!r} is not a time; use a datetime or an ISO text such as '2026-11-30 17:00'.") from None
     elif isinstance(when, date) and not isinstance(when, datetime):
         when = datetime(when.year, when.month, when.day)
-    if not isinstance(when, datetime):
-        raise InvalidArgumentError(f"as_of must be a datetime or an ISO text, not {type(when).__name__}.")
+    if not isinstance(when, datetime) or when != when:  # noqa: PLR0124 - pandas' NaT is a datetime unequal to itself
+        raise InvalidArgumentError(f"as_of must be a datetime or an ISO text, not {when!r}.")
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 

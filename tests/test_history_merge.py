@@ -127,3 +127,16 @@ def test_backup_and_restore_keep_both_parents(sm: StateManager, tmp_path: Path) 
         copy.save("e", {"x": 2, "z": 1}, branch="b")
         copy.merge("e", "b")  # the restored merge version still names its second parent
         assert copy.load("e") == {"x": 5, "z": 1, "o": 1}
+
+
+def test_frames_pandas_cannot_merge_cell_by_cell_are_one_conflict(sm: StateManager) -> None:
+    base = pd.DataFrame({"c": pd.Categorical(["a", "b"])})
+    theirs = base.assign(c=pd.Categorical(["a", "z"]))   # a new category
+    ours = base.copy()
+    ours.loc[0, "c"] = "b"
+    _fork(sm, {"df": base}, ours={"df": ours}, theirs={"df": theirs})
+    with pytest.raises(MergeConflictError) as info:
+        sm.merge("e", "b")
+    assert info.value.conflicts[["name", "item"]].values.tolist() == [["df", "df"]]
+    sm.merge("e", "b", resolve={"df": "theirs"})
+    pd.testing.assert_frame_equal(sm.load("e")["df"], theirs)

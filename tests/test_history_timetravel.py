@@ -83,3 +83,12 @@ def test_as_of_a_purged_head_says_it_was_removed(sm: StateManager) -> None:
     with pytest.raises(NotFoundError, match="removed"):
         sm.load("e", as_of=t1)
     assert sm.load("e", as_of=datetime.now(UTC)) == {"x": 2}
+
+
+def test_as_of_refuses_not_a_time(sm: StateManager) -> None:
+    import pandas as pd
+
+    sm.save("e", {"x": 1})
+    with pytest.raises(InvalidArgumentError):
+        sm.load("e", as_of=pd.NaT)
+    assert sm.load("e", as_of=pd.Timestamp.now(tz="UTC")) == {"x": 1}
