@@ -72,3 +72,25 @@ def test_merge_conflicts_are_a_table_and_write_nothing(ip: InteractiveShell, sto
         assert sm.head_version("nb") == 3
     line(ip, "merge side --theirs x")
     assert ip.user_ns["x"] == 2
+
+
+def test_saves_from_the_magics_record_their_code(ip: InteractiveShell, store_url: str) -> None:
+    def cell(code: str) -> None:
+        result = ip.run_cell(code, store_history=True)
+        result.raise_error()
+
+    cell("import math\nraw = [3, 1, 2]")
+    cell("total = sum(raw) + math.floor(0.5)")
+    cell("%state save")
+    cell("doubled = [2 * x for x in raw]")
+    cell("%state save -m doubled")
+    with StateManager(store_url) as sm:
+        first, second = sm.get("nb", version=1).lineage, sm.get("nb", version=2).lineage
+    assert [c["source"] for c in first["cells"]] == ["import math\nraw = [3, 1, 2]",
+                                                     "total = sum(raw) + math.floor(0.5)", "%state save"]
+    assert [c["execution_count"] for c in first["cells"]] == [1, 2, 3]
+    assert first["reads"] == ["raw"]            # not math (a module), not sum (a builtin)
+    assert [c["source"] for c in second["cells"]] == ["doubled = [2 * x for x in raw]", "%state save -m doubled"]
+    assert second["reads"] == ["raw"]
+    log = line(ip, "log --code")
+    assert "# In[4]\ndoubled = [2 * x for x in raw]" in log["code"].iloc[1]

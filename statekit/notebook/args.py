@@ -105,6 +105,7 @@ def build_parser() -> tuple[StateArgumentParser, dict[str, StateArgumentParser]]
     p.add_argument("-b", "--branch", help="only this branch (default: all)")
     p.add_argument("-n", "--limit", type=_positive, metavar="N", help="only the last N versions")
     p.add_argument("-a", "--all-columns", action="store_true", help="every column of StateManager.history()")
+    p.add_argument("-c", "--code", action="store_true", help="the code recorded with each version (its lineage)")
 
     p = add("diff", "what changed, one row per item",
             "With no argument: the namespace against the head. With A: version A against the head. "

@@ -21,6 +21,8 @@ from ..diff import diff_states
 from ..formatting import human_bytes
 from .args import is_version, version_number
 from .changes import Baseline, check, make_entry
+from .lineage import code_of
+from .lineage import mark as mark_lineage
 from .namespace import user_variables
 from .progress import Progress
 from .saving import SaveRequest, head_snapshot, save
@@ -58,6 +60,7 @@ def _load_into_namespace(magics: StateMagics, snap: StateSnapshot, names: list[s
         entries = {}
     entries.update({n: make_entry(v) for n, v in state.items()})
     magics.baseline = Baseline(snap.entity_id, version, entries)
+    mark_lineage(magics)
     return state
 
 
@@ -128,8 +131,12 @@ def cmd_log(magics: StateMagics, args: argparse.Namespace) -> pd.DataFrame | Non
     if frame.empty:
         print(f"no versions of {magics.entity_id!r}" + (f" on branch {args.branch!r}" if args.branch else ""))
         return None
+    if args.code:
+        sm = magics.store()
+        frame["code"] = [code_of(sm.get(magics.entity_id, int(v), include_expired=True).lineage)
+                         for v in frame["version"]]
     if not args.all_columns:  # sizes as people read them; sm.history() keeps the numbers
-        frame = frame[LOG_COLUMNS + (["changed"] if args.changed else [])].assign(
+        frame = frame[LOG_COLUMNS + (["changed"] if args.changed else []) + (["code"] if args.code else [])].assign(
             size=frame["size_bytes"].map(human_bytes), new=frame["new_bytes"].map(human_bytes))
         frame = frame.drop(columns=["size_bytes", "new_bytes"])
     return frame
