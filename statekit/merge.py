@@ -301,7 +301,8 @@ def merge(sm: StateManager, entity_id: str, source: str, into: str, *, resolve: 
     merger = _Merger(choose)
     merged: dict[str, Any] = {}
     if both:
-        values = [sm.load(entity_id, r.snapshot.version, include_expired=True) if r is not None else {}
+        values = [sm.load(entity_id, r.snapshot.version, include_expired=True,  # only the names both changed
+                          names=[n for n in both if n in r.snapshot.names]) if r is not None else {}
                   for r in (base_row, ours_row, theirs_row)]
         for n in both:
             v = merger.value(n, n, *(vals.get(n, M) for vals in values))
