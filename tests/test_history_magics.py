@@ -74,7 +74,8 @@ def test_merge_conflicts_are_a_table_and_write_nothing(ip: InteractiveShell, sto
     assert ip.user_ns["x"] == 2
 
 
-def test_saves_from_the_magics_record_their_code(ip: InteractiveShell, store_url: str) -> None:
+def test_saves_from_the_magics_record_their_code(ip: InteractiveShell, store_url: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     def cell(code: str) -> None:
         result = ip.run_cell(code, store_history=True)
         result.raise_error()
@@ -94,3 +95,8 @@ def test_saves_from_the_magics_record_their_code(ip: InteractiveShell, store_url
     assert second["reads"] == ["raw"]
     log = line(ip, "log --code")
     assert "# In[4]\ndoubled = [2 * x for x in raw]" in log["code"].iloc[1]
+    capsys.readouterr()
+    line(ip, "show 1 --code")
+    out = capsys.readouterr().out
+    assert out.startswith("v1 on main: create by ") and "# In[2]\ntotal = sum(raw) + math.floor(0.5)" in out
+    assert out.rstrip().endswith("# read: raw")

@@ -113,6 +113,10 @@ def test_a_schema_2_store_is_upgraded_and_backfilled(store_url: str) -> None:
     engine.dispose()
     with StateManager(store_url) as sm:
         assert sm.db.schema_version() == 3
+        with sm.db.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT version, changed FROM statekit_names WHERE name = 'n' "
+                                        "ORDER BY version")).all()
+        assert [(r[0], bool(r[1])) for r in rows] == [(1, True), (2, False)]
         assert _versions(sm.history("e", changed="params.lr")) == [1, 2]
         assert _versions(sm.history("e", changed="n")) == [1]
         assert sm.verify().empty

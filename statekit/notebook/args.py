@@ -62,7 +62,7 @@ def is_version(text: str) -> bool:
 
 
 COMMANDS = ("save", "load", "rollback", "log", "diff", "branch", "checkout", "status", "verify",
-            "auto", "use", "panel", "tag", "tags", "merge")
+            "auto", "use", "panel", "tag", "tags", "merge", "show")
 
 
 def build_parser() -> tuple[StateArgumentParser, dict[str, StateArgumentParser]]:

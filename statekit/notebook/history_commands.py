@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..magics import StateMagics
     from .args import StateArgumentParser
 
-NAMES = ("tag", "tags", "merge")
+NAMES = ("tag", "tags", "merge", "show")
 
 
 def add_parsers(add: Callable[..., StateArgumentParser]) -> None:
@@ -40,6 +40,29 @@ def add_parsers(add: Callable[..., StateArgumentParser]) -> None:
     p.add_argument("--ours", nargs="+", default=[], metavar="NAME", help="keep this branch's value on conflict")
     p.add_argument("--theirs", nargs="+", default=[], metavar="NAME", help="take BRANCH's value on conflict")
     p.add_argument("-m", "--message", help="a note for the history")
+    p = add("show", "one version: what it is, what it holds, and (--code) the code that produced it")
+    p.add_argument("version", nargs="?", type=version_number, metavar="VERSION",
+                   help="default: the head of the current branch")
+    p.add_argument("-c", "--code", action="store_true", help="print the code recorded with it")
+
+
+def cmd_show(magics: StateMagics, args: argparse.Namespace) -> None:
+    from ..formatting import human_bytes
+    from .lineage import code_of
+
+    sm = magics.store()
+    if args.version is None:
+        snap = sm.get(magics.entity_id, branch=magics.branch, include_expired=True)
+    else:
+        snap = sm.get(magics.entity_id, args.version, include_expired=True)
+    message = f" {snap.message!r}" if snap.message else ""
+    print(f"v{snap.version} on {snap.branch}: {snap.kind.value} by {snap.actor}{message}; "
+          f"{', '.join(snap.names) or 'no variables'}; {human_bytes(snap.size_bytes)}")
+    if args.code:
+        lineage = snap.lineage
+        print(code_of(lineage) if lineage and lineage.get("cells") else "no code recorded with this version")
+        if lineage and lineage.get("reads"):
+            print(f"# read: {', '.join(lineage['reads'])}")
 
 
 def cmd_tag(magics: StateMagics, args: argparse.Namespace) -> None:
@@ -80,5 +103,5 @@ def cmd_merge(magics: StateMagics, args: argparse.Namespace) -> pd.DataFrame | N
 
 
 HISTORY_COMMANDS: dict[str, Callable[[StateMagics, argparse.Namespace], Any]] = {
-    "tag": cmd_tag, "tags": cmd_tags, "merge": cmd_merge,
+    "tag": cmd_tag, "tags": cmd_tags, "merge": cmd_merge, "show": cmd_show,
 }
