@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 HEAD_MOVES = {TransitionType.CREATE.value, TransitionType.UPDATE.value, TransitionType.ROLLBACK.value,
               TransitionType.RECOVER.value, TransitionType.MERGE.value, TransitionType.BRANCH.value}
-PAGE = 200
+FIRST_PAGE = 8
+PAGE = 500
 
 
 def parse_when(when: Any) -> datetime:
@@ -57,10 +58,10 @@ def head_at(sm: StateManager, cur: Any, entity_id: str, branch: str, when: datet
     meta = "metadata" if db.is_sqlite else "metadata::text"
     sql = db.sql(f"SELECT transition_type, branch, to_snapshot_id, to_version, {meta} FROM state_transitions "
                  "WHERE entity_id = :e AND timestamp <= :t ORDER BY timestamp DESC, to_version DESC "
-                 f"LIMIT {PAGE} OFFSET :o")
-    offset = 0
+                 "LIMIT :n OFFSET :o")
+    offset, page = 0, FIRST_PAGE  # the newest transition usually answers: read a few first
     while True:
-        cur.execute(sql, {"e": entity_id, "t": db.ts(when), "o": offset})
+        cur.execute(sql, {"e": entity_id, "t": db.ts(when), "n": page, "o": offset})
         rows = cur.fetchall()
         for kind, b, to_sid, to_version, metadata in rows:
             if kind in HEAD_MOVES and b == branch:
@@ -75,9 +76,10 @@ def head_at(sm: StateManager, cur: Any, entity_id: str, branch: str, when: datet
                 moved = _meta(metadata).get("heads", {})
                 if isinstance(moved, dict) and isinstance(moved.get(branch), list) and len(moved[branch]) == 2:
                     return None, int(moved[branch][1])
-        if len(rows) < PAGE:
+        if len(rows) < page:
             raise _none_then(sm, cur, entity_id, branch, when, None)
-        offset += PAGE
+        offset += page
+        page = PAGE
 
 
 def _none_then(sm: StateManager, cur: Any, entity_id: str, branch: str, when: datetime,

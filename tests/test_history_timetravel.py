@@ -92,3 +92,13 @@ def test_as_of_refuses_not_a_time(sm: StateManager) -> None:
     with pytest.raises(InvalidArgumentError):
         sm.load("e", as_of=pd.NaT)
     assert sm.load("e", as_of=pd.Timestamp.now(tz="UTC")) == {"x": 1}
+
+
+def test_as_of_looks_past_other_branches_changes(sm: StateManager) -> None:
+    sm.save("e", {"x": 1})
+    sm.create_branch("e", "busy")
+    for i in range(20):  # many newer transitions of another branch (and tags) come first
+        sm.save("e", {"x": 100 + i}, branch="busy")
+        sm.tag("e", f"t{i}")
+    assert sm.load("e", as_of=datetime.now(UTC)) == {"x": 1}
+    assert sm.load("e", as_of=datetime.now(UTC), branch="busy") == {"x": 119}
