@@ -149,13 +149,14 @@ def entities(ctx: click.Context, url: str | None, as_json: bool) -> None:
 @click.option("--branch", "-b", default=None, help="Only this branch's versions.")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=None, help="Only the newest N versions.")
 @click.option("--include-expired", is_flag=True, help="Also list expired versions not purged yet.")
+@click.option("--changed", default=None, metavar="NAME", help="Only versions that changed NAME (or a.key.path).")
 @_common
 @click.pass_context
 def log(ctx: click.Context, entity: str, branch: str | None, limit: int | None, include_expired: bool,
-        url: str | None, as_json: bool) -> None:
+        changed: str | None, url: str | None, as_json: bool) -> None:
     """The versions of ENTITY, oldest first."""
     with _Run(ctx, url, as_json) as run:
-        frame = run.sm.history(entity, branch=branch, include_expired=include_expired, limit=limit)
+        frame = run.sm.history(entity, branch=branch, include_expired=include_expired, limit=limit, changed=changed)
         if frame.empty and entity not in set(run.sm.entities()["entity_id"]):
             raise NotFoundError(f"No entity {entity!r} in this store; see 'statekit entities'.")
         cols = ["version", "branch", "parent_version", "kind", "created_at", "actor", "message", "names", "size_bytes"]

@@ -30,7 +30,7 @@ import pandas as pd
 
 from . import changes, validate
 from .db import as_utc, utcnow
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, NotFoundError
 from .integrity import placeholders
 from .maintenance import _delete_unused_chunks, _reparent, _survivor
 from .merge import graph, merge_base
@@ -260,6 +260,14 @@ def retain(sm: StateManager, entity_id: str | None = None, *, keep_last: Any = N
     now = utcnow()
     if entity_id is not None:
         ids = [validate.identifier(entity_id, "entity_id")]
+
+        def exists(conn: Connection, _a: int) -> bool:
+            cur = db.cursor(conn)
+            cur.execute(db.sql("SELECT 1 FROM state_entities WHERE entity_id = :e"), {"e": ids[0]})
+            return cur.fetchone() is not None
+
+        if not db.run_read(exists):
+            raise NotFoundError(f"No entity {entity_id!r} in this store; see StateManager.entities().")
     else:
         def entities(conn: Connection, _a: int) -> list[str]:
             cur = db.cursor(conn)

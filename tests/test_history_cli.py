@@ -42,3 +42,11 @@ def test_retain_dry_run_then_apply(sm: StateManager) -> None:
     assert [r["version"] for r in json.loads(done.stdout)] == [1, 2, 3]
     assert list(sm.history("e")["version"]) == [4]
     assert run("retain", "--url", sm.url).exit_code != 0   # no rule: refused
+
+
+def test_log_changed(sm: StateManager) -> None:
+    sm.save("e", {"p": {"lr": 0.1}, "n": 1})
+    sm.save("e", {"p": {"lr": 0.1}, "n": 2})
+    sm.save("e", {"p": {"lr": 0.2}, "n": 2})
+    result = run("log", "e", "--changed", "p.lr", "--url", sm.url, "--json")
+    assert [r["version"] for r in json.loads(result.stdout)] == [1, 3]

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from statekit import InvalidArgumentError, MergeConflictError, StateManager
+from statekit import InvalidArgumentError, MergeConflictError, NotFoundError, StateManager
 
 FRAMES = [pd.DataFrame({"a": np.arange(i * 1000, i * 1000 + 3000)}) for i in range(3)]
 
@@ -79,6 +79,8 @@ def test_keep_within_daily_and_max_bytes(sm: StateManager) -> None:
         sm.retain("e", keep_last=-1)
     with pytest.raises(InvalidArgumentError):
         sm.retain("e", keep_within="soon")
+    with pytest.raises(NotFoundError):
+        sm.retain("nobody", keep_last=1)
 
 
 # ------------------------------------------------------------------ property test
