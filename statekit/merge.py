@@ -292,9 +292,9 @@ def merge(sm: StateManager, entity_id: str, source: str, into: str, *, resolve: 
     both: list[str] = []
     for n in names:
         b, o, t = _stored(base_row, n), _stored(ours_row, n), _stored(theirs_row, n)
-        if o == t or b == t:
-            by_ref[n] = ours_row
-        elif b == o:
+        if o == t or b == t:  # the same on both sides, or only ours changed it (perhaps removed it)
+            by_ref[n] = ours_row if o is not M else None
+        elif b == o:  # only theirs changed it (perhaps removed it)
             by_ref[n] = theirs_row if t is not M else None
         else:
             both.append(n)

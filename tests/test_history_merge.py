@@ -140,3 +140,17 @@ def test_frames_pandas_cannot_merge_cell_by_cell_are_one_conflict(sm: StateManag
     assert info.value.conflicts[["name", "item"]].values.tolist() == [["df", "df"]]
     sm.merge("e", "b", resolve={"df": "theirs"})
     pd.testing.assert_frame_equal(sm.load("e")["df"], theirs)
+
+
+def test_a_name_removed_on_one_side_stays_removed(sm: StateManager) -> None:
+    _fork(sm, {"a": 1, "b": 2, "c": 3}, ours={"b": 2, "c": 3}, theirs={"a": 1, "b": 2, "d": 4})
+    sm.merge("e", "b")
+    assert sm.load("e") == {"b": 2, "d": 4}
+    sm.save("f", {"k": 1})
+    sm.create_branch("f", "b")
+    sm.save("f", {"k": 5}, branch="b")
+    sm.save("f", {"j": 0})  # k removed here, changed there: a conflict
+    with pytest.raises(MergeConflictError) as info:
+        sm.merge("f", "b")
+    assert info.value.conflicts.to_dict("records") == [
+        {"name": "k", "item": "k", "base": 1, "ours": None, "theirs": 5}]
