@@ -150,6 +150,8 @@ def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: st
     conds: list[str] = []
     if isinstance(entities, str):
         entities = [entities]
+    if entities is not None and not isinstance(entities, Iterable):
+        raise InvalidArgumentError(f"entities= takes a list of entity ids, not {type(entities).__name__}.")
     if entities is not None:
         ids = [validate.identifier(e, "entity_id") for e in entities]
         if not ids:

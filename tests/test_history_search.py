@@ -79,6 +79,11 @@ def test_find_by_inline_value_across_entities(sm: StateManager) -> None:
     assert list(sm.find(where={"params": {"lr": 0.2}})["version"]) == [2]
     with pytest.raises(InvalidArgumentError):
         sm.find(where=[("params.lr", 0.1)])
+    for bad in ({"params.lr": float("nan")}, {"params[": 1}, {5: 1}):
+        with pytest.raises(InvalidArgumentError):
+            sm.find(where=bad)
+    with pytest.raises(InvalidArgumentError):
+        sm.find(entities=5)
 
 
 def test_the_history_views_answer_plain_sql(sm: StateManager) -> None:
