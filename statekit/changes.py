@@ -17,7 +17,10 @@ parent's (a key path inside a value stored as chunks counts as changed whenever 
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from .codecs import dumps
 from .diff import _path
@@ -112,9 +115,30 @@ def parent_content(cur: Any, db: Any, parent_id: str | None) -> tuple[dict[str, 
     return (_loads(row[0]), _loads(row[1])) if row else ({}, {})
 
 
-def for_save(cur: Any, db: Any, parent_id: str | None, state_data: dict[str, Any], items: dict[str, Any]) -> str:
-    """The ``changed`` column of a snapshot about to be written after ``parent_id``."""
-    old_data, old_items = parent_content(cur, db, parent_id)
+_WRITTEN: WeakKeyDictionary[Any, OrderedDict[str, tuple[str, str]]] = WeakKeyDictionary()
+"""Per database, the content text of the last snapshots this process wrote: the next save's parent, mostly."""
+_KEEP = 64
+_LOCK = threading.Lock()
+
+
+def for_save(cur: Any, db: Any, parent_id: str | None, state_data: dict[str, Any], items: dict[str, Any],
+             written: tuple[str, str, str] | None = None) -> str:
+    """The ``changed`` column of a snapshot about to be written after ``parent_id``.
+
+    ``written`` is (snapshot id, state text, items text) of the snapshot being written: remembered,
+    so that the next save after it needs no query to read its parent.
+    """
+    with _LOCK:
+        memo = _WRITTEN.setdefault(db, OrderedDict())
+        known = memo.get(parent_id) if parent_id is not None else None
+        if written is not None:
+            memo[written[0]] = (written[1], written[2])
+            while len(memo) > _KEEP:
+                memo.popitem(last=False)
+    if known is not None:
+        old_data, old_items = _loads(known[0]), _loads(known[1])
+    else:
+        old_data, old_items = parent_content(cur, db, parent_id)
     return dumps(changed(old_data, old_items, state_data, items))
 
 

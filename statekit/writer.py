@@ -132,7 +132,8 @@ def write_snapshot(sm: StateManager, cur: Any, attempt: int, plan: SavePlan) -> 
         "actor": plan.actor, "msg": plan.message, "meta": meta_text,
         "names": names_text, "size": size, "new": new_bytes,
         "data": state_text, "items": items_text,
-        "changed": changes.for_save(cur, sm.db, head_id, state_data, items), "lineage": plan.lineage,
+        "changed": changes.for_save(cur, sm.db, head_id, state_data, items, (plan.snapshot_id, state_text, items_text)),
+        "lineage": plan.lineage,
     })
     if all_digests:
         repo.write_links(cur, plan.snapshot_id, all_digests)
