@@ -165,13 +165,14 @@ def entities(ctx: click.Context, url: str | None, as_json: bool) -> None:
 @click.option("--branch", "-b", default=None, help="Only this branch's versions.")
 @click.option("--limit", "-n", type=click.IntRange(min=1, max=MAX_INT), default=None, help="Only the newest N versions.")
 @click.option("--include-expired", is_flag=True, help="Also list expired versions not purged yet.")
+@click.option("--changed", default=None, metavar="NAME", help="Only versions that changed NAME (or a.key.path).")
 @_common
 @click.pass_context
 def log(ctx: click.Context, entity: str, branch: str | None, limit: int | None, include_expired: bool,
-        url: str | None, as_json: bool) -> None:
+        changed: str | None, url: str | None, as_json: bool) -> None:
     """The versions of ENTITY, oldest first."""
     with _Run(ctx, url, as_json) as run:
-        frame = run.sm.history(entity, branch=branch, include_expired=include_expired, limit=limit)
+        frame = run.sm.history(entity, branch=branch, include_expired=include_expired, limit=limit, changed=changed)
         if frame.empty and entity not in set(run.sm.entities()["entity_id"]):
             raise NotFoundError(f"No entity {entity!r} in this store; see 'statekit entities'.")
         cols = ["version", "branch", "parent_version", "kind", "created_at", "actor", "message", "names", "size_bytes"]
@@ -185,12 +186,18 @@ def log(ctx: click.Context, entity: str, branch: str | None, limit: int | None, 
 @click.option("--include-expired", is_flag=True, help="Show a version that has expired but is not purged yet.")
 @click.option("--rows", "-r", type=click.IntRange(min=0, max=10_000), default=HEAD_ROWS, show_default=True,
               help="How many first rows of each DataFrame or Series to show.")
+@click.option("--as-of", default=None, metavar="TIME", help="The head as it was then ('2026-11-30 17:00', UTC).")
+@click.option("--tag", default=None, help="The version this tag names.")
 @_common
 @click.pass_context
 def show(ctx: click.Context, entity: str, version: int | None, branch: str | None, include_expired: bool,
-         rows: int, url: str | None, as_json: bool) -> None:
+         rows: int, as_of: str | None, tag: str | None, url: str | None, as_json: bool) -> None:
     """One version of ENTITY (default: the head): its metadata and values (frames: shape, dtypes, first rows)."""
     with _Run(ctx, url, as_json) as run:
+        if as_of is not None or tag is not None:  # resolve the version first; the preview reads only what it shows
+            version = run.sm.get(entity, version, branch=branch, include_expired=include_expired,
+                                 as_of=as_of, tag=tag).version
+            branch = None
         snap, previews = preview(run.sm, entity, version, branch=branch, include_expired=include_expired, rows=rows)
         meta = snapshot_dict(snap)
 
@@ -273,6 +280,31 @@ def purge_expired(ctx: click.Context, dry_run: bool, url: str | None, as_json: b
                 f"({size(int(chunks['size_bytes'].sum()))}) and {len(branches)} branches.")
             if len(snaps):
                 table(snaps[["entity_id", "version", "branch", "expires_at", "size_bytes"]], "")
+
+        run.out(lambda: records(frame), human)
+
+
+@cli.command()
+@click.argument("entity", required=False)
+@click.option("--keep-last", type=click.IntRange(min=0), default=None, help="Keep the newest N versions.")
+@click.option("--keep-within", default=None, metavar="SPAN", help="Keep versions this recent: 7d, 12h, 30m.")
+@click.option("--keep-daily", type=click.IntRange(min=0), default=None, help="Keep the newest of each of N days.")
+@click.option("--max-bytes", type=click.IntRange(min=0), default=None, help="Remove the oldest until it fits.")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, and remove nothing.")
+@_common
+@click.pass_context
+def retain(ctx: click.Context, entity: str | None, keep_last: int | None, keep_within: str | None,
+           keep_daily: int | None, max_bytes: int | None, dry_run: bool, url: str | None, as_json: bool) -> None:
+    """Remove old versions of ENTITY (or every entity) by policy; heads, tags and merge ancestors stay."""
+    with _Run(ctx, url, as_json) as run:
+        frame = run.sm.retain(entity, keep_last=keep_last, keep_within=keep_within, keep_daily=keep_daily,
+                              max_bytes=max_bytes, dry_run=dry_run)
+
+        def human() -> None:
+            verb = "Would remove" if dry_run else "Removed"
+            say(f"{verb} {len(frame)} versions, freeing {size(int(frame['bytes_freed'].sum()))}.")
+            if len(frame):
+                table(frame[["entity_id", "version", "branch", "reason", "bytes_freed"]], "")
 
         run.out(lambda: records(frame), human)
 

@@ -503,6 +503,7 @@ class DatabaseManager:
             self._check_tables(conn, found)
             if found is None:
                 models.SQLModel.metadata.create_all(conn, tables=ALL_TABLES)
+                _create_views(conn)
                 if not self.is_sqlite:  # chunks are mostly compressed already: skip pglz, store out of line
                     conn.exec_driver_sql("ALTER TABLE state_payloads ALTER COLUMN data SET STORAGE EXTERNAL")
                 conn.execute(
@@ -566,7 +567,7 @@ class DatabaseManager:
         """Refuse a database whose tables are not statekit's: it must not be changed, or misread."""
         ours = {t.name: {c.name for c in t.columns} for t in ALL_TABLES}
         storefile.check_tables(storefile.table_columns(conn, self.is_sqlite), ours, version, sqlite=self.is_sqlite,
-                               create=self.create, where=self._where())
+                               create=self.create, where=self._where(), added_in=ADDED_IN)
 
     def _where(self) -> str:
         u = self.engine.url
@@ -586,6 +587,24 @@ class DatabaseManager:
 
 
 MIGRATIONS[1] = storefile.upgrade_checksums
+
+
+def _upgrade_history(conn: Connection) -> None:
+    """Schema 2 -> 3: the ``changed`` and ``lineage`` columns and the history views (see history_schema.py)."""
+    from .history_schema import upgrade
+
+    upgrade(conn)
+
+
+def _create_views(conn: Connection) -> None:
+    from .history_schema import create_views
+
+    create_views(conn)
+
+
+MIGRATIONS[2] = _upgrade_history
+ADDED_IN = {("state_snapshots", "changed"): 3, ("state_snapshots", "lineage"): 3}
+"""Columns a migration adds: an older store lacks them until it is upgraded."""
 READABLE_FROM = 1
 """The oldest schema a read-only store may have and still be read (schema 1 differs only in checksum format)."""
 

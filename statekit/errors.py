@@ -65,6 +65,18 @@ class InvalidArgumentError(StatekitError, ValueError):
     """An argument has the wrong type or an unusable value (empty id, bad version...)."""
 
 
+class MergeConflictError(ConflictError):
+    """A merge found the same item changed differently on both sides; nothing was written.
+
+    ``conflicts`` is a DataFrame with one row per conflict: name, item, base, ours, theirs.
+    Settle them with ``merge(..., resolve={"name": "ours" | "theirs"})``.
+    """
+
+    def __init__(self, message: str, conflicts: object):
+        super().__init__(message)
+        self.conflicts = conflicts
+
+
 class SchemaVersionError(StatekitError):
     """The database was written by a newer statekit than this one."""
 
@@ -73,6 +85,7 @@ __all__ = [
     "ConflictError",
     "IntegrityError",
     "InvalidArgumentError",
+    "MergeConflictError",
     "NotFoundError",
     "SchemaVersionError",
     "StatekitError",

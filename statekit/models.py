@@ -17,10 +17,12 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bump when the tables (or what their rows mean) change, and add a migration in ``db.py``.
 
-Schema 2: the stored snapshot checksum covers every column (content hash + row hash, see ``rows.py``)."""
+Schema 2: the stored snapshot checksum covers every column (content hash + row hash, see ``rows.py``).
+Schema 3: snapshots record which names changed (``changed``) and where they came from (``lineage``);
+merge, tag and retain transitions; the ``statekit_history`` view (see ``history_schema.py``)."""
 
 MAX_ID_LENGTH = 255
 MAIN_BRANCH = "main"
@@ -57,6 +59,9 @@ class TransitionType(enum.StrEnum):
     BRANCH = "branch"
     EXPIRE = "expire"
     RECOVER = "recover"
+    MERGE = "merge"
+    TAG = "tag"
+    RETAIN = "retain"
 
 
 DEFAULT_LIFETIMES: dict[StateType, timedelta | None] = {
@@ -141,6 +146,9 @@ class SnapshotRecord(SQLModel, table=True):
     message: str | None = None
     size_bytes: int = 0
     new_bytes: int = 0
+    # schema 3: derived from the content and the parent's (see changes.py); not part of the checksum
+    changed: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    lineage: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class TransitionRecord(SQLModel, table=True):

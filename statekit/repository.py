@@ -67,9 +67,9 @@ class Repository:
         self.q_insert_snapshot = q(
             "INSERT INTO state_snapshots (snapshot_id, entity_id, version, branch, state_type, "
             "parent_snapshot_id, parent_version, checksum, created_at, expires_at, status, kind, actor, "
-            "message, metadata, names, size_bytes, new_bytes, state_data, items) VALUES (:sid, :e, :v, :b, "
-            ":t, :psid, :pv, :checksum, :now, :exp, :status, :kind, :actor, :msg, :meta, :names, :size, "
-            ":new, :data, :items)"
+            "message, metadata, names, size_bytes, new_bytes, state_data, items, changed, lineage) VALUES (:sid, :e, "
+            ":v, :b, :t, :psid, :pv, :checksum, :now, :exp, :status, :kind, :actor, :msg, :meta, :names, :size, "
+            ":new, :data, :items, :changed, :lineage)"
         )
         self.q_insert_transition = q(
             "INSERT INTO state_transitions (transition_id, entity_id, branch, from_snapshot_id, "

@@ -49,6 +49,14 @@ class StateSnapshot:
             object.__setattr__(self, "_state", cached)
         return cached
 
+    @property
+    def lineage(self) -> dict[str, Any] | None:
+        """Where this version came from, as saved with ``save(..., lineage=...)``; None when not recorded."""
+        if "_lineage" not in self.__dict__:
+            loader = self.__dict__.get("_lineage_loader")
+            object.__setattr__(self, "_lineage", loader() if loader is not None else None)
+        return self.__dict__["_lineage"]  # type: ignore[no-any-return]
+
     def __repr__(self) -> str:
         from .formatting import human_bytes
 

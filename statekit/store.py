@@ -120,8 +120,12 @@ class StateManager:
         merge: bool = False,
         drop: Iterable[str] = (),
         allow_pickle: bool | None = None,
+        lineage: Mapping[str, Any] | None = None,
     ) -> StateSnapshot:
         """Save ``state`` (a mapping of names to values) as the next version on ``branch``.
+
+        ``lineage`` (JSON: the code that produced this state, the names it read...) is kept with
+        the version and returned by ``get(...).lineage``.
 
         ``expected_version`` is the head version this save must follow (0: the
         branch must be empty); if someone else moved the head, ConflictError.
@@ -136,6 +140,7 @@ class StateManager:
                               metadata=metadata, branch=branch, expected_version=expected_version,
                               expires_in=expires_in, status=status, merge=merge, allow_pickle=allow_pickle)
             plan.drop = drop_names
+            plan.lineage = self._lineage_text(plan.snapshot_id, lineage)
             try:
                 snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
             except StaleMemo:  # remembered chunks were purged meanwhile: encode afresh
@@ -145,6 +150,7 @@ class StateManager:
                                   expires_in=expires_in, status=status, merge=merge, allow_pickle=allow_pickle,
                                   use_memo=False)
                 plan.drop = drop_names
+                plan.lineage = self._lineage_text(plan.snapshot_id, lineage)
                 snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
         except Exception:
             self._metrics.record("save", time.perf_counter() - started, error=True)
@@ -257,8 +263,13 @@ class StateManager:
         branch: str | None = None,
         names: Iterable[str] | None = None,
         include_expired: bool = False,
+        as_of: datetime | str | None = None,
+        tag: str | None = None,
     ) -> dict[str, Any]:
         """The state of ``version`` (default: the head of ``branch``, default main) as a dict.
+
+        ``as_of`` (a datetime, naive meaning UTC, or an ISO text): the head of ``branch`` as it was
+        then; ``tag``: the version that tag names. Neither combines with ``version``.
 
         With both ``version`` and ``branch``, the version must be on that branch's line
         (its head, its parent, and so on back): NotFoundError otherwise. ``names``
@@ -267,6 +278,8 @@ class StateManager:
         started = time.perf_counter()
         try:
             entity_id = validate.identifier(entity_id, "entity_id")
+            if as_of is not None or tag is not None:
+                version, branch = self._version_named(entity_id, version, branch, as_of, tag), None
             version = validate.optional_version(version, "version")
             on_line = branch is not None and version is not None
             branch = validate.branch(branch)
@@ -374,12 +387,16 @@ class StateManager:
                              "see history().")
 
     def get(self, entity_id: str, version: int | None = None, *, branch: str | None = None,
-            include_expired: bool = False) -> StateSnapshot:
+            include_expired: bool = False, as_of: datetime | str | None = None,
+            tag: str | None = None) -> StateSnapshot:
         """A snapshot's metadata now (its checksum verified); its ``state`` is loaded on first access.
 
         ``branch`` with ``version``: the version must be on the branch's line, as in :meth:`load`.
+        ``as_of`` and ``tag`` work as in :meth:`load`.
         """
         entity_id = validate.identifier(entity_id, "entity_id")
+        if as_of is not None or tag is not None:
+            version, branch = self._version_named(entity_id, version, branch, as_of, tag), None
         version = validate.optional_version(version, "version")
         on_line = branch is not None and version is not None
         b = validate.branch(branch)
@@ -400,6 +417,7 @@ class StateManager:
             snap, "_loader",
             lambda: self.load(snap.entity_id, snap.version, include_expired=True),
         )
+        object.__setattr__(snap, "_lineage_loader", lambda: self._read_lineage(snap))
         return snap
 
     def head_version(self, entity_id: str, branch: str | None = None) -> int | None:
@@ -416,8 +434,12 @@ class StateManager:
     # ================================================================= history
 
     def history(self, entity_id: str, *, branch: str | None = None, include_expired: bool = False,
-                limit: int | None = None) -> pd.DataFrame:
-        """One row per version (newest last); never reads payloads."""
+                limit: int | None = None, changed: str | None = None) -> pd.DataFrame:
+        """One row per version (newest last); never reads payloads.
+
+        ``changed="df"`` (or a key path, ``"params.lr"``): only the versions that changed it relative
+        to their parent, with a ``changed`` column listing the items.
+        """
         from . import queries
 
         entity_id = validate.identifier(entity_id, "entity_id")
@@ -426,6 +448,8 @@ class StateManager:
         limit = validate.count(limit, "limit", minimum=1, optional=True)
         started = time.perf_counter()
         frame = queries.history(self.db, entity_id, branch=branch, include_expired=include_expired, limit=limit)
+        if changed is not None:
+            frame = self._changed_only(entity_id, frame, changed, branch)
         self._metrics.record("history", time.perf_counter() - started)
         return frame
 
@@ -523,6 +547,78 @@ class StateManager:
         from . import backup
 
         return backup.restore(self, validate.path(path, "The backup path"), merge=validate.flag(merge, "merge"))
+
+    # ================================================================= history as data
+
+    def tag(self, entity_id: str, name: str, version: int | None = None, *, actor: str | None = None,
+            message: str | None = None) -> StateSnapshot:
+        """Name ``version`` (default: the head of main) ``name``; a tag never moves (ConflictError if taken)."""
+        from . import tags
+
+        return tags.tag(self, entity_id, name, version, actor=actor, message=message)
+
+    def tags(self, entity_id: str) -> pd.DataFrame:
+        """One row per tag of ``entity_id``: tag, version, branch, snapshot_id, actor, message, created_at."""
+        from . import tags
+
+        return tags.tags(self, entity_id)
+
+    def find(self, entities: Iterable[str] | str | None = None, name: str | None = None,
+             where: Mapping[str, Any] | None = None, *, include_expired: bool = False) -> pd.DataFrame:
+        """Every version (of ``entities``, default all) holding ``name`` whose inline JSON values match ``where``.
+
+        ``where={"params.lr": 0.1}``; see :mod:`statekit.search` for what is searched.
+        """
+        from . import search
+
+        return search.find(self, entities, name, where, include_expired=include_expired)
+
+    def merge(self, entity_id: str, source: str, into: str = MAIN_BRANCH, *,
+              resolve: Mapping[str, str] | None = None, message: str | None = None,
+              actor: str | None = None) -> StateSnapshot:
+        """Three-way merge of branch ``source`` into ``into`` from their common ancestor; a new version on ``into``.
+
+        A value changed on both sides in the same place raises MergeConflictError (its ``conflicts``
+        DataFrame lists them) and writes nothing; ``resolve={"name": "ours" | "theirs"}`` settles them.
+        """
+        from . import merge
+
+        return merge.merge(self, entity_id, source, into, resolve=resolve, message=message, actor=actor)
+
+    def retain(self, entity_id: str | None = None, *, keep_last: int | None = None,
+               keep_within: timedelta | float | str | None = None, keep_daily: int | None = None,
+               max_bytes: int | None = None, dry_run: bool = True, actor: str | None = None) -> pd.DataFrame:
+        """The versions a retention policy removes (one row each: why, bytes freed); ``dry_run=False`` removes them.
+
+        Never removes a branch head, a tagged version or an ancestor a merge needs.
+        """
+        from . import retention
+
+        return retention.retain(self, entity_id, keep_last=keep_last, keep_within=keep_within,
+                                keep_daily=keep_daily, max_bytes=max_bytes, dry_run=dry_run, actor=actor)
+
+    def _lineage_text(self, snapshot_id: str, lineage: Mapping[str, Any] | None) -> str | None:
+        from . import lineage as lin
+
+        return lin.encode(snapshot_id, lineage)
+
+    def _read_lineage(self, snap: StateSnapshot) -> dict[str, Any] | None:
+        from . import lineage as lin
+
+        return lin.read(self, snap)
+
+    def _version_named(self, entity_id: str, version: Any, branch: str | None, as_of: Any, tag: Any) -> int:
+        from . import timetravel
+
+        return timetravel.resolve(self, entity_id, version, branch, as_of, tag)
+
+    def _changed_only(self, entity_id: str, frame: pd.DataFrame, changed: str, branch: str | None) -> pd.DataFrame:
+        from . import search
+
+        found = search.changed_versions(self, entity_id, changed, branch)
+        frame = frame[frame["version"].isin(list(found))].reset_index(drop=True)
+        frame["changed"] = [tuple(found[int(v)]) for v in frame["version"]]
+        return frame
 
     # ================================================================= observers and metrics
 

@@ -133,7 +133,7 @@ def table_columns(conn: Connection, sqlite: bool) -> dict[str, set[str]]:
 
 
 def check_tables(found: dict[str, set[str]], ours: dict[str, set[str]], version: int | None, *, sqlite: bool,
-                 create: bool, where: str) -> None:
+                 create: bool, where: str, added_in: dict[tuple[str, str], int] | None = None) -> None:
     """Refuse a database whose tables are not statekit's (``found``), before anything is written to it."""
     if version is None:
         clash = sorted(set(found) & set(ours))
@@ -149,7 +149,8 @@ def check_tables(found: dict[str, set[str]], ours: dict[str, set[str]], version:
                 "nothing was changed.")
         return
     for name, columns in ours.items():
-        missing = columns - found.get(name, set())
+        later = {c for (t, c), v in (added_in or {}).items() if t == name and version < v}  # a migration adds them
+        missing = columns - found.get(name, set()) - later
         if missing:
             raise StatekitError(
                 f"{where} is not a usable statekit store: its table {name} "

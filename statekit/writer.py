@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import codecs
+from . import changes, codecs
 from .db import utcnow
 from .errors import ConflictError, IntegrityError, InvalidArgumentError, NotFoundError
 from .models import DEFAULT_LIFETIMES, SnapshotStatus, StateType, TransitionType
@@ -135,6 +135,8 @@ def write_snapshot(sm: StateManager, cur: Any, attempt: int, plan: SavePlan) -> 
         "actor": plan.actor, "msg": plan.message, "meta": meta_text,
         "names": names_text, "size": size, "new": new_bytes,
         "data": state_text, "items": items_text,
+        "changed": changes.for_save(cur, sm.db, head_id, state_data, items, (plan.snapshot_id, state_text, items_text)),
+        "lineage": plan.lineage,
     })
     if all_digests:
         repo.write_links(cur, plan.snapshot_id, all_digests)
@@ -174,6 +176,7 @@ class SavePlan:
         self.expires_in = expires_in  # DEFAULT_LIFETIME: the entity's type decides
         self.has_items = False
         self.drop: set[str] = set()
+        self.lineage: str | None = None  # JSON text of save(lineage=...)
 
     def resolved_type(self) -> str:
         return (self.state_type or DEFAULT_STATE_TYPE).value

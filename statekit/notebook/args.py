@@ -62,7 +62,7 @@ def is_version(text: str) -> bool:
 
 
 COMMANDS = ("save", "load", "rollback", "log", "diff", "branch", "checkout", "status", "verify",
-            "auto", "use", "panel")
+            "auto", "use", "panel", "tag", "tags", "merge", "show")
 
 
 def build_parser() -> tuple[StateArgumentParser, dict[str, StateArgumentParser]]:
@@ -97,6 +97,7 @@ def build_parser() -> tuple[StateArgumentParser, dict[str, StateArgumentParser]]
             "after a kernel restart, %load_ext statekit then %state load brings the work back.")
     p.add_argument("target", nargs="*", metavar="[VERSION] NAME",
                    help="a version number (first), then the variables to load (default: all)")
+    p.add_argument("--as-of", metavar="TIME", help="the head as it was then, e.g. '2026-11-30 17:00' (UTC)")
 
     p = add("rollback", "restore a version as a new version",
             "Make a new version equal to VERSION (default: the one before the head), record the rollback, "
@@ -105,9 +106,11 @@ def build_parser() -> tuple[StateArgumentParser, dict[str, StateArgumentParser]]
     p.add_argument("-r", "--reason", help="why, for the audit trail")
 
     p = add("log", "the history, one row per version")
+    p.add_argument("changed", nargs="?", metavar="NAME", help="only the versions that changed NAME (or a.key.path)")
     p.add_argument("-b", "--branch", help="only this branch (default: all)")
     p.add_argument("-n", "--limit", type=_positive, metavar="N", help="only the last N versions")
     p.add_argument("-a", "--all-columns", action="store_true", help="every column of StateManager.history()")
+    p.add_argument("-c", "--code", action="store_true", help="the code recorded with each version (its lineage)")
 
     p = add("diff", "what changed, one row per item",
             "With no argument: the namespace against the head. With A: version A against the head. "
@@ -136,6 +139,9 @@ def build_parser() -> tuple[StateArgumentParser, dict[str, StateArgumentParser]]
     p.add_argument("entity", metavar="ENTITY")
 
     add("panel", "the interactive history panel")
+    from .history_commands import add_parsers
+
+    add_parsers(add)
     for p in commands.values():
         # fix the usage text now: parse_intermixed_args %-formats it again, and "%state" holds "%s"
         p.usage = p.format_usage().removeprefix("usage: ").strip().replace("%", "%%")

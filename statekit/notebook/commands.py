@@ -21,6 +21,8 @@ from ..diff import diff_states
 from ..formatting import human_bytes
 from .args import is_version, version_number
 from .changes import Baseline, check, make_entry
+from .lineage import code_of
+from .lineage import mark as mark_lineage
 from .merging import changed_between, rebase
 from .namespace import split_loadable, user_variables
 from .progress import Progress
@@ -87,6 +89,7 @@ def _load_into_namespace(magics: StateMagics, snap: StateSnapshot, names: list[s
         ahead |= set(state) if differ is None else differ
     magics.baseline = Baseline(snap.entity_id, version, entries, gone)
     magics.behind, magics.ahead = behind, ahead
+    mark_lineage(magics)
     return state
 
 
@@ -119,7 +122,11 @@ def cmd_load(magics: StateMagics, args: argparse.Namespace) -> None:
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"%state load: {exc}") from None
     sm = magics.store()
-    if version is None:
+    if args.as_of is not None:
+        if version is not None:
+            raise UsageError("%state load: give a VERSION or --as-of, not both")
+        snap = sm.get(magics.entity_id, branch=magics.branch, as_of=args.as_of, include_expired=True)
+    elif version is None:
         snap = _head_or_error(magics)
     else:
         snap = sm.get(magics.entity_id, version, include_expired=True)
@@ -154,13 +161,17 @@ def cmd_rollback(magics: StateMagics, args: argparse.Namespace) -> None:
 
 
 def cmd_log(magics: StateMagics, args: argparse.Namespace) -> pd.DataFrame | None:
-    frame = magics.store().history(magics.entity_id, branch=args.branch, limit=args.limit)
+    frame = magics.store().history(magics.entity_id, branch=args.branch, limit=args.limit, changed=args.changed)
     if frame.empty:
         print(f"no versions of {magics.entity_id!r}" + (f" on branch {args.branch!r}" if args.branch else ""))
         return None
+    if args.code:
+        sm = magics.store()
+        frame["code"] = [code_of(sm.get(magics.entity_id, int(v), include_expired=True).lineage)
+                         for v in frame["version"]]
     if not args.all_columns:  # sizes as people read them; sm.history() keeps the numbers
-        frame = frame[LOG_COLUMNS].assign(size=frame["size_bytes"].map(human_bytes),
-                                          new=frame["new_bytes"].map(human_bytes))
+        frame = frame[LOG_COLUMNS + (["changed"] if args.changed else []) + (["code"] if args.code else [])].assign(
+            size=frame["size_bytes"].map(human_bytes), new=frame["new_bytes"].map(human_bytes))
         frame = frame.drop(columns=["size_bytes", "new_bytes"])
     return frame
 
@@ -310,3 +321,6 @@ COMMANDS: dict[str, Callable[[StateMagics, argparse.Namespace], Any]] = {
     "branch": cmd_branch, "checkout": cmd_checkout, "status": cmd_status, "verify": cmd_verify,
     "auto": cmd_auto, "use": cmd_use, "panel": cmd_panel,
 }
+from .history_commands import HISTORY_COMMANDS  # noqa: E402 - tag, tags, merge
+
+COMMANDS.update(HISTORY_COMMANDS)

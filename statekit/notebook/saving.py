@@ -36,6 +36,8 @@ from IPython.core.error import UsageError
 from ..errors import ConflictError, NotFoundError, UnserializableError
 from ..formatting import human_bytes
 from .changes import Baseline, Entry, aliases_changed, check, make_entry
+from .lineage import collect as collect_lineage
+from .lineage import mark as mark_lineage
 from .merging import carried_note, conflict_text, reconcile, remember_behind
 from .namespace import approx_size, code_kind, describe_type, refused_name, user_variables
 from .progress import CountingState, Progress
@@ -118,6 +120,7 @@ def save(magics: StateMagics, request: SaveRequest) -> StateSnapshot | None:
             _refresh(magics, plan)
         else:
             _remember(magics, entity, snap.version, plan)
+            mark_lineage(magics)
             print(confirmation(request, snap, plan, time.perf_counter() - started, baseline.version, magics.behind))
         _report(magics, request, plan, parent)
         return snap
@@ -242,7 +245,7 @@ def _write(magics: StateMagics, request: SaveRequest, plan: _Plan, parent: State
                 return sm.save(entity, CountingState(state, sizes, progress), message=_message(request, plan, state),
                                branch=branch, merge=True, drop=sorted(plan.deleted | set(plan.dropped)),
                                expected_version=parent.version if parent else 0,
-                               allow_pickle=magics.allow_pickle)
+                               allow_pickle=magics.allow_pickle, lineage=collect_lineage(magics))
             except UnserializableError as exc:
                 if request.mode == "names" or exc.name not in state:
                     raise UsageError(pickle_hint(str(exc), magics.allow_pickle)) from None

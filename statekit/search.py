@@ -1,0 +1,197 @@
+"""Search the history by variable: the versions that changed a name or key path, and ``find`` across entities.
+
+``history(entity, changed="params.lr")`` reads the ``changed`` column (see :mod:`statekit.changes`)
+of the entity's versions, filtered in SQL by the names the query could start with; no payload is
+read, except the inline values of a version whose name changed in too many places to list.
+
+``find(entities=None, name=None, where=None)`` looks at the values stored inline as JSON (plain
+JSON values up to the inline limit): ``where={"params.lr": 0.1}`` keeps the versions whose inline
+``params`` holds ``lr`` equal to 0.1 (strictly: 1, 1.0 and True differ). Limits: values stored as
+chunks (DataFrames, arrays, large JSON) are not searched by value, only by ``name``; key paths use
+``diff()``'s notation (``a.b``, ``a['x y']``); without ``entities`` it scans every version of the
+store. Expired versions are left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from . import changes, validate
+from .db import utcnow
+from .errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from .store import StateManager
+
+FIND_COLUMNS = ["entity_id", "version", "branch", "created_at", "snapshot_id"]
+
+
+def changed_versions(sm: StateManager, entity_id: str, query: str, branch: str | None = None) -> dict[int, list[str]]:
+    """version -> the changed items (paths) that match ``query``, for the versions that changed it."""
+    if not isinstance(query, str) or not query:
+        raise InvalidArgumentError(f"changed= takes a name or a key path such as 'params.lr', not {query!r}.")
+    db = sm.db
+    names = changes.split_path(query)
+    marks = ", ".join(f":n{i}" for i in range(len(names)))
+    params: dict[str, Any] = {"e": entity_id, **{f"n{i}": n for i, n in enumerate(names)}}
+    if db.is_sqlite:
+        cond = f"EXISTS (SELECT 1 FROM json_each(s.changed) c WHERE c.key IN ({marks}))"
+        cols = "s.version, s.changed, s.parent_snapshot_id, s.state_data"
+    else:
+        cond = f"s.changed::jsonb ?| ARRAY[{marks}]::text[]"
+        cols = "s.version, s.changed::text, s.parent_snapshot_id, s.state_data::text"
+    sql = f"SELECT {cols} FROM state_snapshots s WHERE s.entity_id = :e AND {cond}"
+    if branch is not None:
+        sql += " AND s.branch = :b"
+        params["b"] = branch
+
+    def work(cur: Any, _a: int) -> dict[int, list[str]]:
+        cur.execute(db.sql(sql + " ORDER BY s.version"), params)
+        out: dict[int, list[str]] = {}
+        for version, changed_text, parent_id, data_text in cur.fetchall():
+            entry = json.loads(changed_text) if isinstance(changed_text, str) else (changed_text or {})
+            hit = changes.matches(entry, query)
+            if hit is None:  # listed as "changed somewhere": compare the two inline values
+                hit = _inline_differs(cur, db, entry, query, data_text, parent_id)
+            if hit:
+                out[int(version)] = sorted(_items(entry, query))
+        return out
+
+    return db.run_hot(work, write=False)
+
+
+def _items(entry: dict[str, Any], query: str) -> set[str]:
+    found = set()
+    for name in changes.split_path(query):
+        if name not in entry:
+            continue
+        for p in entry[name] or [name]:
+            if p == query or query.startswith((p + ".", p + "[")) or p.startswith((query + ".", query + "[")):
+                found.add(p)
+    return found or {query}
+
+
+def _inline_differs(cur: Any, db: Any, entry: dict[str, Any], query: str, data_text: Any, parent_id: Any) -> bool:
+    new = json.loads(data_text) if isinstance(data_text, str) else data_text
+    old, _items_ = changes.parent_content(cur, db, parent_id)
+    for name in changes.split_path(query):
+        if name not in entry:
+            continue
+        if name not in new and name not in old:
+            return True  # stored as chunks on both sides: changed as a whole, as far as SQL can tell
+        if changes.value_at(new, name, query) != changes.value_at(old, name, query):
+            return True
+    return False
+
+
+def _json_path_sqlite(parts: list[str]) -> str:
+    for p in parts:
+        if '"' in p or "\\" in p:
+            raise InvalidArgumentError(f"find() cannot search inside the key {p!r} on SQLite (it holds a quote).")
+    return "$" + "".join(f'."{p}"' for p in parts)
+
+
+def parse_path(path: str) -> list[str]:
+    """``a.b['x y'].c`` -> ['a', 'b', 'x y', 'c'] (keys of JSON objects are texts)."""
+    import ast
+
+    if not isinstance(path, str) or not path:
+        raise InvalidArgumentError(f"A key path is a non-empty text such as 'params.lr', not {path!r}.")
+    parts: list[str] = []
+    i, n = 0, len(path)
+    start = 0
+    while i < n:
+        ch = path[i]
+        if ch == "." and i > start:
+            parts.append(path[start:i])
+            start = i + 1
+        elif ch == "[":
+            if i > start:
+                parts.append(path[start:i])
+            end = path.find("]", i)
+            try:
+                key = ast.literal_eval(path[i + 1 : end]) if end > 0 else None
+            except (ValueError, SyntaxError):
+                key = None
+            if not isinstance(key, str):
+                raise InvalidArgumentError(f"Cannot read the key path {path!r}: write keys as a.b or a['b c'].")
+            parts.append(key)
+            i = end + 1
+            if i < n and path[i] == ".":
+                i += 1
+            start = i
+            continue
+        i += 1
+    if start < n:
+        parts.append(path[start:])
+    return parts
+
+
+def _extract(db: Any, parts: list[str], i: int, params: dict[str, Any]) -> str:
+    """SQL for the JSON text of the inline value at ``parts`` (NULL when absent)."""
+    if db.is_sqlite:
+        params[f"p{i}"] = _json_path_sqlite(parts)
+        j = f":p{i}"
+        return (f"CASE json_type(s.state_data, {j}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+                f"WHEN 'null' THEN 'null' ELSE json_quote(json_extract(s.state_data, {j})) END")
+    params[f"p{i}"] = parts
+    return f"(s.state_data::jsonb #> CAST(:p{i} AS text[]))::text"
+
+
+def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: str | None = None,
+         where: Mapping[str, Any] | None = None, *, include_expired: bool = False) -> pd.DataFrame:
+    """Every version (of ``entities``, default all) that holds ``name`` and whose inline values match ``where``."""
+    db = sm.db
+    params: dict[str, Any] = {}
+    conds: list[str] = []
+    if isinstance(entities, str):
+        entities = [entities]
+    if entities is not None and not isinstance(entities, Iterable):
+        raise InvalidArgumentError(f"entities= takes a list of entity ids, not {type(entities).__name__}.")
+    if entities is not None:
+        ids = [validate.identifier(e, "entity_id") for e in entities]
+        if not ids:
+            return pd.DataFrame(columns=FIND_COLUMNS)
+        conds.append(f"s.entity_id IN ({', '.join(f':e{i}' for i in range(len(ids)))})")
+        params.update({f"e{i}": e for i, e in enumerate(ids)})
+    if name is not None:
+        params["name"] = validate.item_name(name)
+        conds.append("EXISTS (SELECT 1 FROM json_each(s.names) n WHERE n.value = :name)" if db.is_sqlite
+                     else "jsonb_exists(s.names::jsonb, :name)")
+    if where is not None and not isinstance(where, Mapping):
+        raise InvalidArgumentError("where= takes a mapping of key paths to values, e.g. {'params.lr': 0.1}.")
+    wanted = dict(where or {})
+    extracts = []
+    for i, path in enumerate(wanted):
+        expr = _extract(db, parse_path(path), i, params)
+        extracts.append(expr)
+        conds.append(f"{expr} IS NOT NULL")
+        try:
+            wanted[path] = changes._canon(wanted[path])
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(f"find() compares plain JSON values; {wanted[path]!r} at {path!r} is not one.") \
+                from None
+    if not include_expired:
+        conds.append("(s.expires_at IS NULL OR s.expires_at > :now)")
+        params["now"] = db.ts(utcnow())
+    cols = ", ".join(["s.entity_id", "s.version", "s.branch", "s.created_at", "s.snapshot_id", *extracts])
+    sql = f"SELECT {cols} FROM state_snapshots s" + (f" WHERE {' AND '.join(conds)}" if conds else "")
+    sql += " ORDER BY s.entity_id, s.version"
+
+    def work(cur: Any, _a: int) -> list[tuple[Any, ...]]:
+        cur.execute(db.sql(sql), params)
+        return cur.fetchall()
+
+    rows = []
+    for r in db.run_hot(work, write=False):
+        values = [json.loads(t) for t in r[5:]]
+        if all(changes._canon(v) == wanted[p] for v, p in zip(values, wanted, strict=True)):
+            rows.append((*r[:5], *values))
+    frame = pd.DataFrame(rows, columns=FIND_COLUMNS + list(wanted))
+    frame["version"] = frame["version"].astype("int64")
+    frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")
+    return frame
