@@ -21,8 +21,8 @@ import pandas as pd
 import pyarrow as pa
 
 from . import codecs, validate
+from .chunk_groups import ROWS_PER_CHUNK
 from .errors import IntegrityError, NotFoundError, UntrustedPayloadError
-from .frames import ROWS_PER_CHUNK
 from .snapshot import StateSnapshot
 from .writer import alive
 
@@ -116,6 +116,8 @@ def of_value(value: Any, rows: int = HEAD_ROWS) -> Preview:
 def _frame(desc: dict[str, Any], read: Callable[[list[str]], dict[str, bytes]], sm: StateManager,
            rows: int) -> Preview:
     """A frame's head from the first chunk of each column (the first 65,536 rows at most)."""
+    if desc.get("format") is not None:
+        return _frame_grouped(desc, read, sm, rows)
     columns = desc.get("columns")
     total = desc.get("rows")
     if not isinstance(columns, list) or not all(isinstance(c, list) for c in columns) or type(total) is not int:
@@ -136,6 +138,41 @@ def _frame(desc: dict[str, Any], read: Callable[[list[str]], dict[str, bytes]], 
                        partial=n > rows)
     dtypes = [(c, str(t)) for c, t in zip(head.columns, head.dtypes, strict=True)]
     return Preview("DataFrame", shape=(n, head.shape[1]), dtypes=dtypes, head=head.head(rows), partial=n > rows)
+
+
+def _frame_grouped(desc: dict[str, Any], read: Callable[[list[str]], dict[str, bytes]], sm: StateManager,
+                   rows: int) -> Preview:
+    """The head of a frame stored in chunk groups: the first chunk of every group whose leaves run along the rows.
+
+    Leaves of other lengths (categories, column labels) are read whole. Anything the cut does not
+    decode (an unusual layout, or damage) falls back to decoding the whole value, which checks everything.
+    """
+    total, groups, spec = desc.get("rows"), desc.get("groups"), desc.get("spec")
+    if type(total) is not int or not isinstance(groups, list) or not isinstance(spec, dict):
+        raise IntegrityError("a frame descriptor is malformed")
+    head_rows = min(total, ROWS_PER_CHUNK)
+    cut = []
+    for group in groups:
+        if isinstance(group, list) and len(group) == 4 and group[2] == total and isinstance(group[3], list):
+            group = [group[0], group[1], head_rows, group[3][:1]]
+        cut.append(group)
+    index = spec.get("index")
+    if isinstance(index, dict) and index.get("t") == "range" and all(
+            type(index.get(k)) is int for k in ("start", "stop", "step")) and index["step"]:
+        index = {**index, "stop": index["start"] + index["step"] * head_rows}
+    part = {**desc, "rows": head_rows, "groups": cut, "spec": {**spec, "index": index}}
+    try:
+        head = codecs.decode_item(part, read, sm._signing_key)  # noqa: SLF001
+    except IntegrityError:
+        head = codecs.decode_item(desc, read, sm._signing_key)  # noqa: SLF001
+    if not isinstance(head, (pd.DataFrame, pd.Series)):
+        raise IntegrityError("a frame descriptor does not describe a frame")
+    if isinstance(head, pd.Series):
+        return Preview("Series", shape=(total,), dtypes=[(head.name, str(head.dtype))], head=head.head(rows),
+                       partial=total > rows)
+    dtypes = [(c, str(t)) for c, t in zip(head.columns, head.dtypes, strict=True)]
+    return Preview("DataFrame", shape=(total, head.shape[1]), dtypes=dtypes, head=head.head(rows),
+                   partial=total > rows)
 
 
 def _range_index(head: Any, schema_bytes: bytes) -> Any:
