@@ -167,7 +167,7 @@ def _preview_only_reads_head(sm: StateManager) -> Any:
 
 
 def test_show_reads_only_the_rows_it_prints(sm: StateManager) -> None:
-    """A preview needs the first Arrow chunk of each column: with the later chunks gone it still shows the head,
+    """A preview needs the first Arrow chunk of each row group: with the later chunks gone it still shows the head,
     while a full load (which needs every row) reports the damage."""
     _preview_only_reads_head(sm)
     import sqlalchemy as sa
@@ -178,7 +178,8 @@ def test_show_reads_only_the_rows_it_prints(sm: StateManager) -> None:
         items = conn.execute(sa.text("SELECT items FROM state_snapshots WHERE snapshot_id = :s"),
                              {"s": row["snapshot_id"]}).scalar_one()
         desc = (json.loads(items) if isinstance(items, str) else items)["df"]
-        later = [d for col in desc["columns"] for d in col[1:]]
+        # chunk groups whose leaves run along the rows: [first leaf, leaves, length, one chunk per 65,536 rows]
+        later = [d for group in desc["groups"] if group[2] == desc["rows"] for d in group[3][1:]]
         assert len(later) == 6
         for d in later:
             conn.execute(sa.text("DELETE FROM state_payloads WHERE digest = :d"), {"d": d})
