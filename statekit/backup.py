@@ -295,7 +295,9 @@ def _check_file(con: sqlite3.Connection, source: Path) -> dict[str, Any]:
 
 
 def _file_rows(con: sqlite3.Connection, table: sa.Table) -> Iterator[list[tuple[Any, ...]]]:
-    cols = [c.name for c in table.columns]
+    """The backup's rows of ``table`` in this schema's column order; columns an older backup lacks are NULL."""
+    present = {r[1] for r in con.execute(f"PRAGMA table_info({table.name})")}
+    cols = [c.name if c.name in present else f"NULL AS {c.name}" for c in table.columns]
     cur = con.execute(f"SELECT {', '.join(cols)} FROM {table.name} ORDER BY {', '.join(PK[table.name])}")
     try:
         while rows := cur.fetchmany(BATCH.get(table.name, 1000)):
@@ -404,6 +406,10 @@ def _load(sm: StateManager, conn: Connection, con: sqlite3.Connection, source: P
     for e, row in file_entities.items():
         if e in target_entities and int(row[2]) > target_entities[e][1]:
             cur.execute(db.sql("UPDATE state_entities SET last_version = :n WHERE entity_id = :e"), {"n": int(row[2]), "e": e})
+    if stats["snapshots_added"]:  # an older backup has no ``changed`` column: work it out as the upgrade does
+        from .history_schema import backfill
+
+        backfill(conn)
     for rows in _file_rows(con, models.branches_table):
         if not merge:  # the target was empty: the branches go in as they are
             insert(models.branches_table, rows)
