@@ -17,7 +17,9 @@ the history (snapshots are immutable), so ``verify()`` keeps reporting it.
 ``sm.rollback(entity, sm.last_intact(entity).version, reason=...)`` does the
 same with a ``rollback`` record.
 
-**purge_expired** removes snapshots whose ``expires_at <= now``, their link
+**purge_expired** removes snapshots whose ``expires_at <= now`` (except those retain
+protects too: a tagged version, the second parent of a merge that stays, and the merge
+base of any two heads left; see :mod:`statekit.removal`), their link
 rows, and chunks no remaining snapshot links to (plus orphan chunks and
 dangling links left by earlier damage). Entities are purged in groups, one
 transaction each; on PostgreSQL each transaction locks the entity rows (so no
@@ -26,8 +28,8 @@ reuses a chunk being deleted), the order saves take them in. No dangling
 reference is left:
 
 - a surviving child of an expired snapshot is re-pointed to its nearest
-  surviving ancestor (or to none), and the EXPIRE transition of the removed
-  parent lists it under ``reparented``;
+  surviving ancestor (or to none), its ``changed`` recomputed against it, and
+  the EXPIRE transition of the removed parent lists it under ``reparented``;
 - a branch whose head expires moves back to the head's nearest surviving
   ancestor. If none survives, ``main`` keeps its row with an empty head (the
   next save starts a new line and carries on the entity's numbering) and any

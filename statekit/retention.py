@@ -7,9 +7,9 @@ version none of them keeps is removed. ``max_bytes`` then removes the oldest rem
 what the entity occupies (its rows and the chunks only it uses, shared chunks counted once) fits.
 
 Never removed: a branch head, a tagged version, the second parent of a merge, and the merge base of
-any two branch heads (the ancestor a future merge needs). A removed version's children are
-re-pointed to its nearest surviving ancestor (their row hash rewritten, as ``purge_expired`` does,
-and their ``changed`` recomputed), chunks no remaining version uses are deleted, and a ``retain``
+any two branch heads (the ancestor a future merge needs). The removal is :func:`statekit.removal.remove`,
+as for ``purge_expired``: a removed version's children are re-pointed to its nearest surviving ancestor
+(their row hash rewritten and their ``changed`` recomputed), chunks no remaining version uses are deleted, and a ``retain``
 transition records each removal (why, and the bytes freed).
 
 The plan has one row per version removed: entity_id, version, branch, snapshot_id, created_at,
