@@ -73,6 +73,10 @@ def test_keep_latest_on_a_forked_thread_keeps_the_newest_checkpoint_its_writes_a
     assert all("prune('t', strategy='keep_latest')" in r for r in retained["reason"])
     branches = sm.branches(entity).set_index("branch")
     assert pd.isna(branches.loc["main", "head_snapshot_id"])  # main had nothing left: an empty head
+    saver.copy_thread("t", "copy")  # the fork's base is gone: the copy starts its line on main
+    copied = saver.get_tuple({"configurable": {"thread_id": "copy", "checkpoint_ns": ""}})
+    assert copied.checkpoint["channel_values"] == {"blob": b"f" * 200_000}
+    assert copied.pending_writes == [("task-2", "x", "kept")]
     # the thread goes on from the kept checkpoint, on its branch
     nxt = _put(saver, "t", {"blob": b"g"}, {"blob": 3}, parent=fork)
     assert _ids(saver, "t") == [nxt["configurable"]["checkpoint_id"], fork["configurable"]["checkpoint_id"]]
