@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import changes
 from .db import utcnow
 from .integrity import placeholders
-from .merge import graph, merge_base
+from .merge import ancestors, second_parent
 from .models import MAIN_BRANCH, TransitionType
 from .rows import SnapshotDamage, parse_time, stored_checksum
 from .snapshot import StateTransition
@@ -70,20 +70,31 @@ def heads(sm: StateManager, cur: Any, entity_id: str) -> dict[str, str | None]:
     return {name: head for name, head in cur.fetchall()}
 
 
+def _graph(sm: StateManager, cur: Any, entity_id: str, snaps: Snaps) -> dict[str, tuple[int, tuple[str, ...]]]:
+    """snapshot id -> (version, parents) for the rows that can be judged; a merge's second parent included."""
+    meta = "metadata" if sm.db.is_sqlite else "metadata::text"
+    cur.execute(sm.db.sql(f"SELECT snapshot_id, {meta} FROM state_snapshots WHERE entity_id = :e AND kind = :k"),
+                {"e": entity_id, "k": TransitionType.MERGE.value})
+    second = {sid: p for sid, m in cur.fetchall() if (p := second_parent(m))}
+    return {sid: (s[0], tuple(p for p in (s[2], second.get(sid)) if isinstance(p, str))) for sid, s in snaps.items()}
+
+
 def guarded(sm: StateManager, cur: Any, entity_id: str, wanted: set[str], snaps: Snaps) -> set[str]:
     """Which of ``wanted`` must stay: tagged, a kept merge's second parent, a merge base of the heads left."""
-    g = graph(sm, cur, entity_id)
+    g = _graph(sm, cur, entity_id, snaps)
     tips = [h for h in heads(sm, cur, entity_id).values() if h]
     keep = tagged(sm, cur, entity_id) & wanted
     while True:  # keep only grows, so this ends; at the end the heads left have their bases kept
         gone = wanted - keep
         need = {p for sid, (_v, parents) in g.items() if sid not in gone for p in parents[1:]}
         left = sorted({s for s in (survivor(h, gone, snaps) for h in tips) if s})
-        for i, a in enumerate(left):
-            for b in left[i + 1 :]:
-                base = merge_base(g, a, b)
-                if base:
-                    need.add(base)
+        if len(left) > 1:
+            lines = {h: ancestors(g, h) for h in left}
+            for i, a in enumerate(left):
+                for b in left[i + 1 :]:
+                    common = lines[a] & lines[b]
+                    if common:
+                        need.add(max(common, key=lambda s: g[s][0]))
         grown = keep | (need & wanted)
         if grown == keep:
             return keep
