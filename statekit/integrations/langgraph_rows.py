@@ -246,7 +246,7 @@ class ThreadRows:
         return out
 
     def thread_entities(self, conn: Any, prefix: str, thread_id: str) -> list[str]:
-        """Every entity of a thread: its namespaces' checkpoints and its writes."""
+        """Every entity of a thread that holds versions: its namespaces' checkpoints and its writes."""
         root = thread_entity(prefix, thread_id)
         rows = self._run(conn, "SELECT entity_id FROM state_entities e WHERE (entity_id IN (:r, :w) "
                                "OR entity_id LIKE :p ESCAPE '\\') AND EXISTS "
