@@ -13,7 +13,9 @@ parent or branch head that points at a missing or different snapshot
 (``missing_parent``, ``parent_mismatch``, ``missing_head``, ``head_mismatch``),
 a version counter behind the versions it handed out (``version_counter``), an
 audit record, entity or branch row that cannot be read (``unreadable_transition``,
-``unreadable_entity``, ``unreadable_branch``), a SQLite file
+``unreadable_entity``, ``unreadable_branch``), a lineage whose digest does not match (``lineage_mismatch``),
+a ``changed`` column that is malformed (``changed_malformed``), a merge whose second parent is
+gone (``missing_merge_parent``; see :mod:`statekit.integrity_history`), a SQLite file
 whose pages or indexes are damaged (``store_damaged``, from ``PRAGMA quick_check``).
 ``unreadable`` also covers any snapshot column that cannot be read (a kind, a
 time, names, metadata) and names that do not list exactly the values held.
@@ -41,6 +43,7 @@ import pandas as pd
 
 from .db import DatabaseManager
 from .errors import IntegrityError
+from .integrity_history import history_problems
 from .rows import (
     TRANSITION_COLUMNS,
     SnapshotDamage,
@@ -308,7 +311,10 @@ def find_problems(src: SqlSource, entity_id: str | None = None) -> list[dict[str
                 add(e, None, None, "unreadable_" + ("entity" if table == "state_entities" else "branch"),
                     f"its {what} cannot be read ({exc})")
 
-    # 9. waste (store-wide only)
+    # 9. lineage, changed, and merges' second parents
+    history_problems(src, entity_id, add)
+
+    # 10. waste (store-wide only)
     if entity_id is None:
         n, size = src.rows("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM state_payloads c WHERE NOT EXISTS "
                            "(SELECT 1 FROM state_snapshot_payloads l WHERE l.digest = c.digest)")[0]

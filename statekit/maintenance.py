@@ -17,7 +17,9 @@ the history (snapshots are immutable), so ``verify()`` keeps reporting it.
 ``sm.rollback(entity, sm.last_intact(entity).version, reason=...)`` does the
 same with a ``rollback`` record.
 
-**purge_expired** removes snapshots whose ``expires_at <= now``, their link
+**purge_expired** removes snapshots whose ``expires_at <= now`` (except those retain
+protects too: a tagged version, the second parent of a merge that stays, and the merge
+base of any two heads left; see :mod:`statekit.removal`), their link
 rows, and chunks no remaining snapshot links to (plus orphan chunks and
 dangling links left by earlier damage). Entities are purged in groups, one
 transaction each; on PostgreSQL each transaction locks the entity rows (so no
@@ -26,8 +28,8 @@ reuses a chunk being deleted), the order saves take them in. No dangling
 reference is left:
 
 - a surviving child of an expired snapshot is re-pointed to its nearest
-  surviving ancestor (or to none), and the EXPIRE transition of the removed
-  parent lists it under ``reparented``;
+  surviving ancestor (or to none), its ``changed`` recomputed against it, and
+  the EXPIRE transition of the removed parent lists it under ``reparented``;
 - a branch whose head expires moves back to the head's nearest surviving
   ancestor. If none survives, ``main`` keeps its row with an empty head (the
   next save starts a new line and carries on the entity's numbering) and any
@@ -45,7 +47,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -54,11 +55,12 @@ import pandas as pd
 from . import validate
 from .db import as_utc, utcnow
 from .errors import IntegrityError, InvalidArgumentError, NotFoundError
-from .integrity import SqlSource, chunk_faults, consistent_read, digests_of, find_problems, placeholders, problems_frame
-from .models import MAIN_BRANCH, SnapshotStatus, TransitionType
+from .integrity import SqlSource, chunk_faults, consistent_read, digests_of, find_problems, problems_frame
+from .models import SnapshotStatus, TransitionType
+from .removal import delete_unused_chunks, guarded, lock_entities, read_rows, remove
 from .repository import _damaged
-from .rows import SnapshotDamage, SnapshotRow, parse_time, stored_checksum
-from .snapshot import StateSnapshot, StateTransition
+from .rows import SnapshotDamage, SnapshotRow
+from .snapshot import StateSnapshot
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -253,103 +255,19 @@ class _Rehearsal(Exception):
 
 
 def _purge_group(sm: StateManager, conn: Connection, entity_ids: list[str], when: datetime) -> list[dict[str, Any]]:
-    db, repo = sm.db, sm._repo
-    cur = db.cursor(conn)
-    if not db.is_sqlite:  # entity rows first, then the purge lock: the order saves take them in
-        cur.execute("SELECT entity_id FROM state_entities WHERE entity_id = ANY(%(ids)s) ORDER BY entity_id "
-                    "FOR UPDATE", {"ids": entity_ids})
-        db.lock_for_purge(conn)
+    cur = sm.db.cursor(conn)
+    lock_entities(sm, conn, entity_ids)
     records: list[dict[str, Any]] = []
-    candidates: set[str] = set()
     for e in entity_ids:
-        cur.execute(db.sql("SELECT snapshot_id, version, branch, parent_snapshot_id, expires_at, size_bytes "
-                           "FROM state_snapshots WHERE entity_id = :e"), {"e": e})
-        snaps = dict(filter(None, map(_purge_row, cur.fetchall())))
-        gone = {sid for sid, s in snaps.items() if s[3] is not None and s[3] <= when}
-        if not gone:
+        snaps, _every = read_rows(sm, cur, e)
+        expired = {sid for sid, s in snaps.items() if s[3] is not None and s[3] <= when}
+        if not expired:
             continue
-        notes: dict[str, dict[str, list[Any]]] = {sid: {"reparented": [], "branches": []} for sid in gone}
-
-        for sid, (v, _b, parent, _x, _s) in snaps.items():
-            if sid not in gone and parent in gone:
-                new = _survivor(parent, gone, snaps)
-                _reparent(sm, cur, sid, new, snaps[new][0] if new else None)
-                notes[parent]["reparented"].append({"version": v, "parent_version": snaps[new][0] if new else None})
-        cur.execute(db.sql("SELECT name, head_snapshot_id FROM state_branches WHERE entity_id = :e"), {"e": e})
-        for name, head in cur.fetchall():
-            if head not in gone:
-                continue
-            new = _survivor(head, gone, snaps)
-            note = {"branch": name, "head_version": snaps[new][0] if new else None, "removed": False}
-            if new is not None or name == MAIN_BRANCH:
-                cur.execute(db.sql("UPDATE state_branches SET head_snapshot_id = :s, head_version = :v "
-                                   "WHERE entity_id = :e AND name = :b"), {"s": new, "v": note["head_version"], "e": e, "b": name})
-            else:
-                cur.execute(db.sql("DELETE FROM state_branches WHERE entity_id = :e AND name = :b"), {"e": e, "b": name})
-                note["removed"] = True
-                records.append(_record("branch", e, None, name, None, None, None, None))
-            notes[head]["branches"].append(note)
-        ordered = sorted(gone, key=lambda s: snaps[s][0])
-        for start in range(0, len(ordered), 500):
-            marks, mp = placeholders(ordered[start : start + 500])
-            cur.execute(db.sql(f"SELECT DISTINCT digest FROM state_snapshot_payloads WHERE snapshot_id IN ({marks})"), mp)
-            candidates.update(r[0] for r in cur.fetchall())
-            cur.execute(db.sql(f"DELETE FROM state_snapshot_payloads WHERE snapshot_id IN ({marks})"), mp)
-            cur.execute(db.sql(f"DELETE FROM state_snapshots WHERE snapshot_id IN ({marks})"), mp)
-        stamp = utcnow()
-        for sid in ordered:
-            v, b, _p, exp, size = snaps[sid]
-            assert exp is not None
-            repo.insert_transition(cur, StateTransition(
-                transition_id=uuid.uuid4().hex, entity_id=e, branch=b, transition_type=TransitionType.EXPIRE,
-                from_snapshot_id=sid, to_snapshot_id=None, from_version=v, to_version=None, actor=sm.actor,
-                reason=f"expired at {exp:%Y-%m-%d %H:%M:%S} UTC", timestamp=stamp,
-                metadata={"expires_at": exp.isoformat(), "size_bytes": size,
-                          **{k: val for k, val in notes[sid].items() if val}},
-            ))
-            records.append(_record("snapshot", e, v, b, sid, None, size, exp))
-    records += _delete_unused_chunks(sm, cur, sorted(candidates))
+        gone = expired - guarded(sm, cur, e, expired, snaps)
+        why = {sid: (f"expired at {snaps[sid][3]:%Y-%m-%d %H:%M:%S} UTC",
+                     {"expires_at": snaps[sid][3].isoformat(), "size_bytes": snaps[sid][4]}) for sid in gone}
+        records += remove(sm, cur, e, why, TransitionType.EXPIRE, sm.actor, snaps)
     return records
-
-
-def _purge_row(r: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]] | None:
-    """(snapshot_id, (version, branch, parent, expires_at, size)); None for a row too damaged to judge (kept)."""
-    try:
-        expires = None if r[4] is None else parse_time(r[4])
-        if type(r[1]) is not int or not isinstance(r[0], str):
-            raise TypeError("not a version")
-        return r[0], (r[1], r[2], r[3], expires, int(r[5] or 0))
-    except (ValueError, TypeError, OverflowError, AttributeError):
-        return None
-
-
-def _reparent(sm: StateManager, cur: Any, sid: str, parent: str | None, parent_version: int | None) -> None:
-    """Point ``sid`` at a new parent; a format-2 row hash (which covers the parent) is rewritten if it verified."""
-    checksum = None
-    try:
-        row = sm._repo.read_snapshot_by_id(cur, sid)
-        if row is not None and row.row_intact():  # the content hash is kept: it still checks the values
-            snap = replace(row.snapshot, parent_snapshot_id=parent, parent_version=parent_version)
-            checksum = stored_checksum(snap, row.metadata_text, row.names_text)
-    except SnapshotDamage:
-        checksum = None  # damaged already: it stays damaged, and verify() keeps saying so
-    sets = "parent_snapshot_id = :p, parent_version = :pv" + (", checksum = :c" if checksum else "")
-    cur.execute(sm.db.sql(f"UPDATE state_snapshots SET {sets} WHERE snapshot_id = :s"),
-                {"p": parent, "pv": parent_version, "s": sid, **({"c": checksum} if checksum else {})})
-
-
-def _delete_unused_chunks(sm: StateManager, cur: Any, digests: list[str]) -> list[dict[str, Any]]:
-    out = []
-    for start in range(0, len(digests), 500):
-        marks, mp = placeholders(digests[start : start + 500])
-        cur.execute(sm.db.sql(f"SELECT digest, size FROM state_payloads c WHERE digest IN ({marks}) AND NOT EXISTS "
-                              "(SELECT 1 FROM state_snapshot_payloads l WHERE l.digest = c.digest)"), mp)
-        unused = cur.fetchall()
-        if unused:
-            marks, mp = placeholders([d for d, _n in unused])
-            cur.execute(sm.db.sql(f"DELETE FROM state_payloads WHERE digest IN ({marks})"), mp)
-            out += [_record("chunk", None, None, None, None, d, int(n), None) for d, n in unused]
-    return out
 
 
 def _sweep(sm: StateManager, conn: Connection) -> list[dict[str, Any]]:
@@ -361,17 +279,6 @@ def _sweep(sm: StateManager, conn: Connection) -> list[dict[str, Any]]:
                 "(SELECT 1 FROM state_snapshots s WHERE s.snapshot_id = state_snapshot_payloads.snapshot_id)")
     cur.execute("SELECT digest FROM state_payloads c WHERE NOT EXISTS "
                 "(SELECT 1 FROM state_snapshot_payloads l WHERE l.digest = c.digest)")
-    return _delete_unused_chunks(sm, cur, [r[0] for r in cur.fetchall()])
+    return delete_unused_chunks(sm, cur, [r[0] for r in cur.fetchall()])
 
 
-def _record(kind: str, e: str | None, v: int | None, b: str | None, sid: str | None, digest: str | None,
-            size: int | None, exp: datetime | None) -> dict[str, Any]:
-    return {"kind": kind, "entity_id": e, "version": v, "branch": b, "snapshot_id": sid, "digest": digest,
-            "size_bytes": size, "expires_at": exp}
-
-
-def _survivor(sid: str | None, gone: set[str], snaps: dict[str, tuple[Any, ...]]) -> str | None:
-    """The nearest ancestor of ``sid`` (itself included) that is not being removed."""
-    while sid is not None and sid in gone:
-        sid = snaps[sid][2]
-    return sid if sid in snaps else None

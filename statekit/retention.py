@@ -7,9 +7,9 @@ version none of them keeps is removed. ``max_bytes`` then removes the oldest rem
 what the entity occupies (its rows and the chunks only it uses, shared chunks counted once) fits.
 
 Never removed: a branch head, a tagged version, the second parent of a merge, and the merge base of
-any two branch heads (the ancestor a future merge needs). A removed version's children are
-re-pointed to its nearest surviving ancestor (their row hash rewritten, as ``purge_expired`` does,
-and their ``changed`` recomputed), chunks no remaining version uses are deleted, and a ``retain``
+any two branch heads (the ancestor a future merge needs). The removal is :func:`statekit.removal.remove`,
+as for ``purge_expired``: a removed version's children are re-pointed to its nearest surviving ancestor
+(their row hash rewritten and their ``changed`` recomputed), chunks no remaining version uses are deleted, and a ``retain``
 transition records each removal (why, and the bytes freed).
 
 The plan has one row per version removed: entity_id, version, branch, snapshot_id, created_at,
@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import changes, validate
+from . import validate
 from .db import as_utc, utcnow
 from .errors import InvalidArgumentError, NotFoundError
 from .integrity import placeholders
-from .maintenance import _delete_unused_chunks, _reparent, _survivor
 from .merge import graph, merge_base
 from .models import TransitionType
-from .snapshot import StateTransition
+from .removal import lock_entities, remove
 from .tags import protected as tagged
 
 if TYPE_CHECKING:
@@ -193,49 +191,16 @@ def _plan_entity(sm: StateManager, cur: Any, entity_id: str, policy: _Policy, no
 
 
 def _apply(sm: StateManager, cur: Any, entity_id: str, plan: list[dict[str, Any]], actor: str) -> None:
-    db, repo = sm.db, sm._repo
-    if not plan:
-        return
-    snaps = {sid: (s["version"], s["branch"], s["parent"]) for sid, s in _entity_rows(sm, cur, entity_id).items()}
-    gone = {p["snapshot_id"] for p in plan}
-    notes: dict[str, list[dict[str, Any]]] = {sid: [] for sid in gone}
-    for sid, (v, _b, parent) in snaps.items():
-        if sid not in gone and parent in gone:
-            new = _survivor(parent, gone, snaps)
-            _reparent(sm, cur, sid, new, snaps[new][0] if new else None)
-            row = repo.read_snapshot_by_id(cur, sid)
-            if row is not None:
-                cur.execute(db.sql("UPDATE state_snapshots SET changed = :c WHERE snapshot_id = :s"),
-                            {"c": changes.for_save(cur, db, new, row.state_data, row.items), "s": sid})
-            notes[parent].append({"version": v, "parent_version": snaps[new][0] if new else None})
-    ids = sorted(gone)
-    digests: set[str] = set()
-    for start in range(0, len(ids), 500):
-        marks, mp = placeholders(ids[start : start + 500])
-        cur.execute(db.sql(f"SELECT DISTINCT digest FROM state_snapshot_payloads WHERE snapshot_id IN ({marks})"), mp)
-        digests.update(r[0] for r in cur.fetchall())
-        cur.execute(db.sql(f"DELETE FROM state_snapshot_payloads WHERE snapshot_id IN ({marks})"), mp)
-        cur.execute(db.sql(f"DELETE FROM state_snapshots WHERE snapshot_id IN ({marks})"), mp)
-    _delete_unused_chunks(sm, cur, sorted(digests))
-    stamp = utcnow()
-    for p in plan:
-        repo.insert_transition(cur, StateTransition(
-            transition_id=uuid.uuid4().hex, entity_id=entity_id, branch=p["branch"],
-            transition_type=TransitionType.RETAIN, from_snapshot_id=p["snapshot_id"], to_snapshot_id=None,
-            from_version=p["version"], to_version=None, actor=actor, reason=p["reason"], timestamp=stamp,
-            metadata={"bytes_freed": p["bytes_freed"],
-                      **({"reparented": notes[p["snapshot_id"]]} if notes[p["snapshot_id"]] else {})},
-        ))
+    if plan:
+        remove(sm, cur, entity_id, {p["snapshot_id"]: (p["reason"], {"bytes_freed": p["bytes_freed"]}) for p in plan},
+               TransitionType.RETAIN, actor)
 
 
 def _group(sm: StateManager, conn: Connection, ids: list[str], policy: _Policy, now: datetime,
            actor: str) -> list[dict[str, Any]]:
     db = sm.db
     cur = db.cursor(conn)
-    if not db.is_sqlite:  # entity rows, then the purge lock: the order saves take them in
-        cur.execute("SELECT entity_id FROM state_entities WHERE entity_id = ANY(%(ids)s) ORDER BY entity_id "
-                    "FOR UPDATE", {"ids": ids})
-        db.lock_for_purge(conn)
+    lock_entities(sm, conn, ids)
     out: list[dict[str, Any]] = []
     for e in ids:
         plan = _plan_entity(sm, cur, e, policy, now)

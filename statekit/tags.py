@@ -2,8 +2,9 @@
 
 A tag lives in the audit trail only (``transition_type = 'tag'``, ``metadata.tag`` its name,
 ``to_snapshot_id`` the version), so backup and restore keep it with no table of its own. Tagging a
-name that exists already is a ConflictError: a tag never moves silently. Retention never removes a
-tagged version; ``purge_expired`` still removes one that expires (``tags()`` then shows it as gone).
+name that exists already is a ConflictError: a tag never moves silently. Neither ``retain`` nor
+``purge_expired`` removes a tagged version (see :mod:`statekit.removal`); only deleting a LangGraph thread
+does (``tags()`` then shows it as gone).
 """
 
 from __future__ import annotations

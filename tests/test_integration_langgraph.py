@@ -118,12 +118,13 @@ def test_langgraph_conformance_suite_passes(store_url: str, capsys: pytest.Captu
         assert sm.verify().empty  # deletes and copies left a consistent store
     results = report.to_dict()["results"]
     detected = {name for name, r in results.items() if r["detected"]}
-    assert detected == {"put", "put_writes", "get_tuple", "list", "delete_thread", "copy_thread"}
+    assert detected == {"put", "put_writes", "get_tuple", "list", "delete_thread", "copy_thread", "prune",
+                        "delete_for_runs"}
     for name in detected:
         assert results[name]["passed"] is True, (name, results[name]["failures"])
         assert results[name]["tests_failed"] == 0 and results[name]["tests_passed"] > 0
     assert report.conformance_level() == "FULL"
-    assert not results["prune"]["detected"] and not results["delete_for_runs"]["detected"]
+    assert results["prune"]["tests_passed"] == 8 and results["delete_for_runs"]["tests_passed"] == 7
     with capsys.disabled():
         print(f"\nconformance on {store_url.split(':', 1)[0]}: "
               + ", ".join(f"{n} {results[n]['tests_passed']}/{results[n]['tests_passed'] + results[n]['tests_failed']}"
@@ -334,7 +335,7 @@ def test_pending_writes_follow_langgraphs_idempotence_rules(sm: StateManager) ->
     assert len(sm.history(saver.writes_entity_id("t"))) == 4  # every call is a version
 
 
-def test_delete_thread_removes_its_payloads_and_the_id_can_be_reused(sm: StateManager) -> None:
+def test_delete_thread_removes_its_payloads_keeps_the_audit_trail_and_the_id_can_be_reused(sm: StateManager) -> None:
     saver = StatekitSaver(sm)
     keep = _put(saver, "keep", {"blob": b"k" * 300_000}, {"blob": 1})
     gone = _put(saver, "gone", {"blob": b"g" * 300_000}, {"blob": 1})
@@ -351,12 +352,19 @@ def test_delete_thread_removes_its_payloads_and_the_id_can_be_reused(sm: StateMa
     saver.delete_thread("gone")
     assert payload_rows() < before
     assert sm.verify().empty  # no dangling link, head or parent left behind
-    assert [e for e in sm.entities()["entity_id"] if "gone" in e] == []
+    left = sm.entities().set_index("entity_id")
+    assert {e: int(left.loc[e, "snapshots"]) for e in left.index if "gone" in e} == {
+        saver.entity_id("gone"): 0, saver.entity_id("gone", "child:1"): 0, saver.writes_entity_id("gone"): 0}
+    removal = sm.transitions(saver.entity_id("gone"))
+    removal = removal[removal["transition_type"] == "retain"]
+    assert list(removal["from_version"]) == [1] and "delete_thread('gone')" in removal["reason"].iloc[0]
     assert saver.get_tuple({"configurable": {"thread_id": "gone", "checkpoint_ns": ""}}) is None
+    assert list(saver.list({"configurable": {"thread_id": "gone"}})) == []
     assert saver.get_tuple(keep).checkpoint["channel_values"]["blob"] == b"k" * 300_000
-    again = _put(saver, "gone", {"blob": b"new"}, {"blob": 1})  # version 1 again: no stale cache
+    again = _put(saver, "gone", {"blob": b"new"}, {"blob": 1})  # numbering carries on: no stale cache
     assert saver.get_tuple(again).checkpoint["channel_values"]["blob"] == b"new"
-    assert sm.load(saver.entity_id("gone"), 1)["blob"]["data"] == b"new"
+    assert sm.load(saver.entity_id("gone"), 2)["blob"]["data"] == b"new"
+    assert sm.verify().empty
 
 
 def test_thread_ids_that_look_like_separators_stay_apart(sm: StateManager) -> None:

@@ -393,16 +393,22 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
     # ------------------------------------------------------------------ threads
 
     def delete_thread(self, thread_id: str) -> None:
-        """Remove a thread's checkpoints and writes in every namespace (one transaction)."""
-        tid = str(thread_id)
+        """Remove a thread's checkpoints and writes in every namespace (one transaction, recorded in its history)."""
+        from .langgraph_delete import delete_threads
 
-        def work(conn: Any, _attempt: int) -> tuple[list[str], set[str]]:
-            entities = self._rows.thread_entities(conn, self.prefix, tid)
-            return entities, self._rows.delete_entities(conn, entities)
+        delete_threads(self, [thread_id])
 
-        entities, removed = self.sm.db.run_write(work)
-        self.sm.cache.discard(removed)
-        self._forget(entities)
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Remove the checkpoints whose metadata names one of ``run_ids``, and their pending writes."""
+        from .langgraph_delete import delete_for_runs
+
+        delete_for_runs(self, run_ids)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Keep only each namespace's newest checkpoint (``"keep_latest"``) or remove the threads (``"delete"``)."""
+        from .langgraph_delete import prune
+
+        prune(self, thread_ids, strategy)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint, branch and write of a thread to a new thread (see :mod:`.langgraph_copy`)."""
@@ -434,6 +440,12 @@ class StatekitSaver(BaseCheckpointSaver[Any]):
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
 
 
 def _known_from(snap: StateSnapshot, skeleton: Any) -> _Known:

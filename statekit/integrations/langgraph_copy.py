@@ -43,14 +43,22 @@ def _copy_entity(saver: StatekitSaver, entity: str, src: str, dst: str) -> None:
               else saver.entity_id(dst, first.get("checkpoint_ns", "")))
     mapped: dict[int, int] = {}
     made = {"main"}
+    renamed: dict[str, str] = {}
     reason = f"copied from thread {src!r}"
     for snap, state in versions:
         if snap.branch not in made:
-            sm.create_branch(target, snap.branch, mapped[bases[snap.branch]], actor=saver.actor, reason=reason)
+            start = mapped.get(bases.get(snap.branch, -1))
+            if start is None:  # its base was removed (prune, delete_for_runs): the nearest older copied version
+                older = [v for v in mapped if v < snap.version]
+                start = mapped[max(older)] if older else None
+            if start is None:  # nothing copied before it: the copy's line starts on main
+                renamed[snap.branch] = "main"
+            else:
+                sm.create_branch(target, snap.branch, start, actor=saver.actor, reason=reason)
             made.add(snap.branch)
         meta = {**snap.metadata, "thread_id": dst} if "thread_id" in snap.metadata else snap.metadata
         new = sm.save(target, state, snap.state_type, message=snap.message, actor=snap.actor, metadata=meta,
-                      branch=snap.branch)
+                      branch=renamed.get(snap.branch, snap.branch))
         mapped[snap.version] = new.version
     for branch, base in bases.items():  # branches that never got a version of their own
         if branch not in made and base in mapped:

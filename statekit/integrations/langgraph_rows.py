@@ -10,9 +10,8 @@ checkpoint filter ``state_snapshots`` on that metadata. The core offers no such
 lookup, so it is written here in SQL on :mod:`statekit.models`' tables, and
 runs in one read transaction with the payload chunks it needs. No index covers
 the checkpoint id: a lookup reads the metadata of one thread's snapshots (an
-expression index on ``(entity_id, checkpoint_id)`` would make it one probe). Removing a
-thread (LangGraph's ``delete_thread``) is also done here, in one write
-transaction, because the core has no call that deletes an entity.
+expression index on ``(entity_id, checkpoint_id)`` would make it one probe). Deletes are in
+:mod:`.langgraph_delete`, through the core's removal.
 
 This module imports no LangGraph code: values go through the serializer the
 saver hands in.
@@ -27,15 +26,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .. import codecs
 from ..db import DatabaseManager, utcnow
 from ..errors import IntegrityError, UntrustedPayloadError
-from ..models import MAX_ID_LENGTH, entities_table, links_table, payloads_table, snapshots_table
-from ..models import branches_table as branches_t
-from ..models import transitions_table as transitions_t
+from ..models import MAX_ID_LENGTH, snapshots_table
 from ..repository import FULL_COLUMNS, SnapshotRow, full_from_row
 from ..snapshot import StateSnapshot
 
@@ -250,10 +246,11 @@ class ThreadRows:
         return out
 
     def thread_entities(self, conn: Any, prefix: str, thread_id: str) -> list[str]:
-        """Every entity of a thread: its namespaces' checkpoints and its writes."""
+        """Every entity of a thread that holds versions: its namespaces' checkpoints and its writes."""
         root = thread_entity(prefix, thread_id)
-        rows = self._run(conn, "SELECT entity_id FROM state_entities WHERE entity_id IN (:r, :w) "
-                               "OR entity_id LIKE :p ESCAPE '\\'",
+        rows = self._run(conn, "SELECT entity_id FROM state_entities e WHERE (entity_id IN (:r, :w) "
+                               "OR entity_id LIKE :p ESCAPE '\\') AND EXISTS "
+                               "(SELECT 1 FROM state_snapshots s WHERE s.entity_id = e.entity_id)",
                          {"r": root, "w": writes_entity(prefix, thread_id), "p": _like_prefix(root + "/")})
         return sorted(r[0] for r in rows)
 
@@ -311,39 +308,6 @@ class ThreadRows:
                     snapshot_id=s.snapshot_id, entity_id=s.entity_id, version=s.version,
                 )
         return found
-
-    # ---- deletion
-
-    def delete_entities(self, conn: Any, entity_ids: Sequence[str]) -> set[str]:
-        """Remove these entities entirely (snapshots, transitions, branches) and the chunks only they used.
-
-        Runs inside the caller's write transaction; returns the removed snapshot ids.
-        """
-        if not entity_ids:
-            return set()
-        self.db.lock_for_purge(conn)
-        ids = list(entity_ids)
-        sids = {r[0] for r in conn.execute(sa.select(_S.snapshot_id).where(_S.entity_id.in_(ids)))}
-        owned = sa.select(_S.snapshot_id).where(_S.entity_id.in_(ids))
-        digests = sorted({
-            r[0] for r in conn.execute(
-                sa.select(links_table.c.digest).where(links_table.c.snapshot_id.in_(owned)).distinct()
-            )
-        })
-        conn.execute(sa.delete(links_table).where(links_table.c.snapshot_id.in_(owned)))
-        conn.execute(sa.delete(snapshots_table).where(_S.entity_id.in_(ids)))
-        conn.execute(sa.delete(transitions_t).where(transitions_t.c.entity_id.in_(ids)))
-        conn.execute(sa.delete(branches_t).where(branches_t.c.entity_id.in_(ids)))
-        conn.execute(sa.delete(entities_table).where(entities_table.c.entity_id.in_(ids)))
-        for start in range(0, len(digests), _BATCH):
-            part = digests[start : start + _BATCH]
-            still_used = sa.select(links_table.c.digest).where(links_table.c.digest.in_(part))
-            conn.execute(
-                sa.delete(payloads_table).where(
-                    payloads_table.c.digest.in_(part), payloads_table.c.digest.not_in(still_used)
-                )
-            )
-        return sids
 
 
 def _json(value: Any) -> dict[str, Any]:
