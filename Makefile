@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.statekit-installed
 
-.PHONY: quickstart test lab bench install clean
+.PHONY: quickstart test lab bench peers install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ quickstart: $(STAMP)
 ## The whole test suite: SQLite and PostgreSQL, real kernels, the notebooks (nbval) and the browser test.
 test: $(STAMP)
 	$(PY) -m pytest
+
+## The frameworks' own test suites against statekit's adapters (downloads their source archives once).
+peers: $(STAMP)
+	$(PY) tests/peers/statekit_peers.py langgraph --backend file postgres memory
+	$(PY) tests/peers/statekit_peers.py openai-agents
 
 ## Open JupyterLab on the tutorials.
 lab: $(STAMP)

@@ -11,7 +11,8 @@ test-only packages its conftest imports into the cache (at the versions its own
 ``uv.lock`` pins), and runs its tests with :mod:`statekit_peers_plugin`, which
 swaps the checkpointer or session for statekit's through the suite's own
 fixtures. Nothing of theirs is copied into this repository, and no assertion is
-changed; the tests left out are listed with the reason.
+changed; the tests left out are listed with the reason. On ``memory``, LangGraph
+runs only its graph-execution files (``Suite.subsets``), and the runner says so.
 
 It prints one line per backend (``N passed, N failed``) and exits non-zero when
 a test that was run failed.
@@ -48,6 +49,14 @@ class Suite:
     paths: tuple[str, ...]  # test files or folders, relative to the unpacked root
     pytest_args: tuple[str, ...] = ()
     excluded: dict[str, str] = field(default_factory=dict)
+    subsets: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)  # backend -> (globs, why)
+
+    def targets(self, root: Path, backend: str) -> tuple[list[str], str]:
+        """The test paths to run on ``backend`` and, when it is a subset, why."""
+        if backend not in self.subsets:
+            return list(self.paths), ""
+        globs, why = self.subsets[backend]
+        return sorted(str(p.relative_to(root)) for g in globs for p in root.glob(g)), why
 
 
 SUITES = {
@@ -56,6 +65,11 @@ SUITES = {
         dist="langgraph",
         test_deps=("pytest-mock", "syrupy", "redis", "psycopg-pool", "langgraph-checkpoint-postgres"),
         paths=("tests",),  # the plugin keeps the tests that use a checkpointer fixture
+        subsets={"memory": (
+            ("tests/test_pregel*.py", "tests/test_large_cases*.py"),
+            "sqlite:///:memory: differs from a SQLite file only in its one shared connection (threads); the "
+            "graph-execution tests exercise that, and the whole suite runs on a file and on PostgreSQL (CI time)",
+        )},
     ),
     "openai-agents": Suite(
         name="openai-agents",
@@ -106,10 +120,12 @@ class Result:
     flaky: list[str] = field(default_factory=list)
     skips: list[str] = field(default_factory=list)
     excluded: list[tuple[str, str]] = field(default_factory=list)
+    subset: str = ""  # why only some test files ran on this backend ("" when all did)
     output: str = ""
 
     def line(self) -> str:
-        return (f"{self.suite} {self.version} on {self.backend}: {self.passed} passed, {self.failed} failed, "
+        part = " (a subset of the files, see above)" if self.subset else ""
+        return (f"{self.suite} {self.version} on {self.backend}{part}: {self.passed} passed, {self.failed} failed, "
                 f"{self.skipped} skipped, {len(self.excluded)} excluded, {len(self.flaky)} flaky; "
                 f"{self.swapped} statekit savers or sessions used ({self.seconds:.0f} s)")
 
@@ -216,8 +232,11 @@ def run(suite_name: str, backend: str, *, extra: list[str] | None = None) -> Res
     suite = SUITES[suite_name]
     version, root, deps = fetch(suite)
     result = Result(suite.name, version, backend)
+    targets, result.subset = suite.targets(root, backend)
+    if not targets:
+        raise RuntimeError(f"No {suite.name} test files match the subset for {backend}; has the suite moved?")
     start = time.monotonic()
-    data, result.output = _pytest(suite, root, deps, backend, [*(extra or []), *suite.paths])
+    data, result.output = _pytest(suite, root, deps, backend, [*(extra or []), *targets])
     failures = list(data["failures"])
     if failures:
         again, output = _pytest(suite, root, deps, backend, failures)
@@ -243,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = 0
     for backend in ns.backend:
         result = run(ns.suite, backend, extra=extra)
+        if result.subset:
+            print(f"  on {backend} only some files ran: {result.subset}")
         for nodeid, reason in result.excluded:
             print(f"  excluded {nodeid}: {reason}")
         for nodeid in result.skips:

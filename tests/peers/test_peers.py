@@ -1,7 +1,9 @@
 """The frameworks' own test suites pass against statekit's adapters (see :mod:`statekit_peers`).
 
-LangGraph's checkpointer-parametrized tests run on a SQLite file, on ``sqlite:///:memory:``
-and on PostgreSQL; the Agents SDK's session tests on a SQLite file. The first run downloads
+LangGraph's checkpointer-parametrized tests run in full on a SQLite file and on PostgreSQL,
+and on ``sqlite:///:memory:`` only the graph-execution files (``test_pregel*.py``,
+``test_large_cases*.py``: 279 tests, about 1 minute instead of 4; the runner prints why);
+the Agents SDK's session tests on a SQLite file. The first run downloads
 the source archives of the installed versions into ``~/.cache/statekit-peers``.
 """
 
@@ -30,6 +32,8 @@ def _require(module: str) -> None:
 
 
 def _check(result: peers.Result, at_least: int, swapped: int) -> None:
+    if result.subset:
+        print(f"\n  on {result.backend} only some files ran: {result.subset}")
     print("\n" + result.line())
     for nodeid, reason in result.excluded:
         print(f"  excluded {nodeid}: {reason}")
@@ -49,7 +53,7 @@ def test_langgraph_checkpointer_tests_pass(backend: str) -> None:
 
         require_pg()
     result = peers.run("langgraph", backend)
-    _check(result, at_least=640, swapped=result.passed)  # each test takes one checkpointer
+    _check(result, at_least=270 if result.subset else 640, swapped=result.passed)  # each test takes one checkpointer
 
 
 @pytest.mark.slow
