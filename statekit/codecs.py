@@ -12,6 +12,9 @@ item, before anything is written.
   (:mod:`statekit.frames`), so an appended row or a changed column stores only
   the chunks that changed;
 - ndarrays go to ``.npy`` (never with pickle), cut into 8 MiB chunks;
+- frames and arrays of at least STREAM_BYTES are not encoded here but streamed:
+  the item carries a generator the save transaction runs, storing each chunk
+  before the next is encoded, so the encoded value is never held whole;
 - anything else is pickled only when the caller allows it, and signed.
 
 Chunks are content-addressed by sha256: the store writes only those it lacks.
@@ -19,10 +22,11 @@ Chunks are content-addressed by sha256: the store writes only those it lacks.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +43,9 @@ from .signing import SigningKey
 BYTES_PER_CHUNK = 8 * 1024 * 1024
 INLINE_JSON_LIMIT = 256 * 1024
 """Plain JSON larger than this (encoded) is stored as content-addressed chunks."""
+STREAM_BYTES = 32 * 1024 * 1024
+"""Frames and arrays with at least this many bytes of data are streamed into the save transaction."""
+Chunks = Iterator[tuple[str, bytes]]
 
 
 
@@ -58,6 +65,13 @@ class EncodedItem:
     chunks: dict[str, bytes] = field(default_factory=dict)
     size: int = 0
     reused: bool = False  # from the frame memo: no bytes, the chunks must already be stored
+    stream: Callable[[], Chunks] | None = None
+    """For a large value: a fresh generator of its chunks (each call encodes again, so a retried
+    transaction can run it anew); ``descriptor`` and ``size`` are complete once one has run to its end."""
+
+
+class StreamRefused(Exception):  # noqa: N818 - a signal to the store, never seen by users
+    """A streamed value failed to encode part-way (the transaction rolls back); save it the eager way."""
 
 
 # ---------------------------------------------------------------- plain JSON
@@ -149,16 +163,88 @@ def _join(desc: Mapping[str, Any], read: ChunkReader) -> bytes:
     return b"".join(data[d] for d in desc["chunks"])
 
 
+class _HeaderDone(Exception):  # noqa: N818
+    pass
+
+
+class _HeaderOnly:
+    """A file for ``np.lib.format.write_array`` that keeps the header (its first write) and stops there."""
+
+    header = b""
+
+    def write(self, data: bytes) -> None:
+        self.header = bytes(data)
+        raise _HeaderDone
+
+
+def npy_chunks(arr: np.ndarray) -> Chunks:
+    """The chunks ``_split`` cuts from ``write_array``'s bytes, without ever holding those bytes whole."""
+    sink = _HeaderOnly()
+    with contextlib.suppress(_HeaderDone):
+        np.lib.format.write_array(sink, arr, allow_pickle=False)  # type: ignore[arg-type]
+    # write_array writes the data in memory order for Fortran arrays, in C order otherwise
+    body = arr.T if arr.flags.f_contiguous and not arr.flags.c_contiguous else arr
+    buf = bytearray(sink.header)
+    for part in _c_order_parts(body):
+        buf += part
+        while len(buf) >= BYTES_PER_CHUNK:
+            piece = bytes(memoryview(buf)[:BYTES_PER_CHUNK])
+            del buf[:BYTES_PER_CHUNK]
+            yield digest_of(piece), piece
+    if buf:
+        piece = bytes(buf)
+        yield digest_of(piece), piece
+
+
+def _c_order_parts(arr: np.ndarray) -> Iterator[memoryview]:
+    """The array's bytes in C order, a block of rows (about one chunk) at a time."""
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        yield memoryview(arr.tobytes())
+        return
+    step = max(1, BYTES_PER_CHUNK // max(1, arr[0].nbytes))
+    for at in range(0, arr.shape[0], step):
+        block = np.ascontiguousarray(arr[at : at + step])  # a view when the array is contiguous already
+        yield memoryview(block.reshape(-1).view(np.uint8))
+
+
+def _streamed(name: str, make: Callable[[], tuple[dict[str, Any], Chunks]], *, unique_size: bool,
+              done: Callable[[dict[str, Any], int], None] | None = None) -> EncodedItem:
+    """An item whose chunks come from ``make()`` as the save writes them; a codec failure is StreamRefused."""
+    item = EncodedItem(name, False)
+
+    def run() -> Chunks:
+        digests: dict[str, None] = {}
+        size = 0
+        try:
+            desc, pieces = make()
+            for digest, data in pieces:
+                if not unique_size or digest not in digests:
+                    size += len(data)
+                digests[digest] = None
+                yield digest, data
+        except (TypeError, ValueError, pa.ArrowException) as exc:
+            raise StreamRefused(name, str(exc)) from None
+        desc["chunks"] = list(digests)
+        item.descriptor, item.size = desc, size
+        if done is not None:
+            done(desc, size)
+
+    item.stream = run
+    return item
+
+
 # ---------------------------------------------------------------- public
 
 
 def encode_item(name: str, value: Any, *, allow_pickle: bool, key: Callable[[], SigningKey],
-                memo: FrameMemo | None = None) -> EncodedItem:
+                memo: FrameMemo | None = None, stream: bool = True) -> EncodedItem:
     """Encode one named value, or raise UnserializableError naming it.
 
     With a ``memo``, a DataFrame or Series encoded before and provably unchanged
     since (see :mod:`statekit.memo`) is not encoded again: the item carries its
     earlier descriptor and no bytes, and the store checks the chunks are there.
+    With ``stream``, a frame or array of at least STREAM_BYTES is checked here
+    and encoded later, chunk by chunk, by the save transaction (``item.stream``).
     """
     t = type(value)
     if memo is not None and (t is pd.DataFrame or t is pd.Series):
@@ -166,8 +252,9 @@ def encode_item(name: str, value: Any, *, allow_pickle: bool, key: Callable[[], 
         if hit is not None:
             return EncodedItem(name, False, descriptor=hit[0], chunks={}, size=hit[1], reused=True)
     try:
-        item = _encode(name, value, allow_pickle, key)
-        if memo is not None and item.descriptor.get("codec") == "arrow":
+        done = None if memo is None else (lambda desc, size: memo.remember(value, desc, size))
+        item = _encode(name, value, allow_pickle, key, done if stream else False)
+        if memo is not None and item.stream is None and item.descriptor.get("codec") == "arrow":
             memo.remember(value, item.descriptor, item.size)
         return item
     except UnserializableError:
@@ -179,7 +266,9 @@ def encode_item(name: str, value: Any, *, allow_pickle: bool, key: Callable[[], 
         ) from None
 
 
-def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], SigningKey]) -> EncodedItem:
+def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], SigningKey],
+            stream: Callable[[dict[str, Any], int], None] | None | bool) -> EncodedItem:
+    """``stream`` is False (encode now) or what to call once a streamed value's descriptor is complete."""
     t = type(value)
     approx = plain_json_size(value)
     if approx >= 0:
@@ -191,7 +280,11 @@ def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], Signing
     reason = ""
     if t is pd.DataFrame or t is pd.Series:
         try:
-            desc, chunks = frames.encode_value(value)
+            prep = frames.prepare(value)
+            if stream is not False and prep.data_bytes >= STREAM_BYTES:
+                return _streamed(name, _frame_maker(value, prep), unique_size=True, done=stream or None)
+            chunks = dict(frames.chunks_of(prep))
+            desc = prep.desc
             desc["chunks"] = list(chunks)
             return EncodedItem(name, False, descriptor=desc, chunks=chunks, size=sum(map(len, chunks.values())))
         except (TypeError, ValueError, pa.ArrowException) as exc:
@@ -199,6 +292,9 @@ def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], Signing
     elif t is np.ndarray:
         if value.dtype.hasobject:
             reason = "an object-dtype array needs pickle"
+        elif stream is not False and value.nbytes >= STREAM_BYTES:
+            array = value
+            return _streamed(name, lambda: ({"codec": "npy"}, npy_chunks(array)), unique_size=False)
         else:
             buf = io.BytesIO()
             np.lib.format.write_array(buf, value, allow_pickle=False)
@@ -234,6 +330,17 @@ def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], Signing
     digests, chunks = _split(data)
     desc = {"codec": "pickle", "chunks": digests, "hmac": signer.sign(data), "key_id": signer.key_id}
     return EncodedItem(name, False, descriptor=desc, chunks=chunks, size=len(data))
+
+
+def _frame_maker(value: Any, prep: frames.Prepared) -> Callable[[], tuple[dict[str, Any], Chunks]]:
+    """The first run uses the leaves checked at plan time; a retry prepares them from the value again."""
+    first = [prep]
+
+    def make() -> tuple[dict[str, Any], Chunks]:
+        p = first.pop() if first else frames.prepare(value)
+        return p.desc, frames.chunks_of(p)
+
+    return make
 
 
 def _type_name(value: Any) -> str:
