@@ -11,7 +11,7 @@ item, before anything is written.
 - DataFrames and Series go to Arrow IPC chunks described by an exact spec
   (:mod:`statekit.frames`), so an appended row or a changed column stores only
   the chunks that changed;
-- ndarrays go to ``.npy`` (never with pickle), cut into 8 MiB chunks;
+- ndarrays go to ``.npy`` (never with pickle), cut into 2 MiB chunks;
 - frames and arrays of at least STREAM_BYTES are not encoded here but streamed:
   the item carries a generator the save transaction runs, storing each chunk
   before the next is encoded, so the encoded value is never held whole;
@@ -40,7 +40,8 @@ from .frames import ChunkReader, digest_of
 from .memo import FrameMemo
 from .signing import SigningKey
 
-BYTES_PER_CHUNK = 8 * 1024 * 1024
+BYTES_PER_CHUNK = 2 * 1024 * 1024
+"""Arrays, large JSON and pickles are cut into chunks of this size: a streamed array holds about three at once."""
 INLINE_JSON_LIMIT = 256 * 1024
 """Plain JSON larger than this (encoded) is stored as content-addressed chunks."""
 STREAM_BYTES = 32 * 1024 * 1024
@@ -184,26 +185,34 @@ def npy_chunks(arr: np.ndarray) -> Chunks:
         np.lib.format.write_array(sink, arr, allow_pickle=False)  # type: ignore[arg-type]
     # write_array writes the data in memory order for Fortran arrays, in C order otherwise
     body = arr.T if arr.flags.f_contiguous and not arr.flags.c_contiguous else arr
-    buf = bytearray(sink.header)
+    held: list[memoryview] = [memoryview(sink.header)]  # views of the array, not copies, when it is contiguous
+    count = len(sink.header)
     for part in _c_order_parts(body):
-        buf += part
-        while len(buf) >= BYTES_PER_CHUNK:
-            piece = bytes(memoryview(buf)[:BYTES_PER_CHUNK])
-            del buf[:BYTES_PER_CHUNK]
+        held.append(part)
+        count += len(part)
+        while count >= BYTES_PER_CHUNK:
+            last = held[-1]
+            cut = len(last) - (count - BYTES_PER_CHUNK)  # where the chunk ends inside the last view
+            piece = b"".join([*held[:-1], last[:cut]])
+            held, count = [last[cut:]], count - BYTES_PER_CHUNK
             yield digest_of(piece), piece
-    if buf:
-        piece = bytes(buf)
+            del piece  # not held while the next one is built
+    if count:
+        piece = b"".join(held)
         yield digest_of(piece), piece
 
 
 def _c_order_parts(arr: np.ndarray) -> Iterator[memoryview]:
-    """The array's bytes in C order, a block of rows (about one chunk) at a time."""
+    """The array's bytes in C order: views when it is contiguous, else copies of about a MiB of rows at a time."""
     if arr.ndim == 0 or arr.shape[0] == 0:
         yield memoryview(arr.tobytes())
         return
-    step = max(1, BYTES_PER_CHUNK // max(1, arr[0].nbytes))
+    if arr.flags.c_contiguous:
+        yield memoryview(arr.reshape(-1).view(np.uint8))
+        return
+    step = max(1, (1 << 20) // max(1, arr[0].nbytes))
     for at in range(0, arr.shape[0], step):
-        block = np.ascontiguousarray(arr[at : at + step])  # a view when the array is contiguous already
+        block = np.ascontiguousarray(arr[at : at + step])
         yield memoryview(block.reshape(-1).view(np.uint8))
 
 
@@ -222,6 +231,7 @@ def _streamed(name: str, make: Callable[[], tuple[dict[str, Any], Chunks]], *, u
                     size += len(data)
                 digests[digest] = None
                 yield digest, data
+                del data
         except (TypeError, ValueError, pa.ArrowException) as exc:
             raise StreamRefused(name, str(exc)) from None
         desc["chunks"] = list(digests)

@@ -129,6 +129,7 @@ def chunks_of(prep: Prepared) -> Iterator[tuple[str, bytes]]:
                                  strict=True):
         groups[g][3].append(digest)
         yield digest, data
+        del data
 
 
 def encode_value(value: pd.DataFrame | pd.Series) -> tuple[dict[str, Any], dict[str, bytes]]:

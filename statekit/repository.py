@@ -176,6 +176,7 @@ class Repository:
                 known += len(data)
             else:
                 new += len(data)
+            del data  # not held while the next chunk is encoded
         return new, known
 
     def write_links(self, cur: Any, snapshot_id: str, digests: Iterable[str]) -> None:

@@ -22,8 +22,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from statekit import StateManager, UnserializableError
-from statekit import codecs
+from statekit import StateManager, UnserializableError, codecs
 
 ROWS = 200_000  # four 65,536-row chunks per column
 
