@@ -117,6 +117,24 @@ def encode_piece(work: tuple[list[pa.Array | pa.ChunkedArray], int]) -> tuple[st
     return digest_of(data), data
 
 
+class NumpyLeaf:
+    """A strided numpy column as a leaf, converted to Arrow a chunk at a time (``pa.array`` would copy it whole).
+
+    It answers what grouping and encoding ask of a leaf: type, length, size and ``slice``.
+    """
+
+    def __init__(self, values: Any):
+        self.values = values
+        self.type = pa.array(values[:0]).type
+        self.nbytes = values.nbytes
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def slice(self, start: int, length: int) -> pa.Array:
+        return pa.array(self.values[start : start + length])
+
+
 class Groups:
     """Decodes chunk groups as their leaves are asked for, a batch of queries at a time, keeping little.
 

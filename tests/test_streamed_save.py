@@ -95,6 +95,16 @@ def test_streamed_values_round_trip_and_count_bytes_like_eager_ones(
         assert sm.verify().empty
 
 
+def test_a_frame_over_a_2d_array_streams_the_same_chunks_as_its_copy(sm: StateManager, small_threshold: None) -> None:
+    values = np.random.default_rng(9).random((ROWS, 3))
+    values[7, 1] = np.nan
+    over = pd.DataFrame(values, copy=False, columns=["x", "y", "z"])  # strided columns
+    first = sm.save("o", {"df": over})
+    assert sm.save("c", {"df": over.copy()}).new_bytes < 100  # the contiguous copy cuts identical chunks
+    pd.testing.assert_frame_equal(sm.load("o")["df"], over, check_exact=True)
+    assert first.new_bytes > values.nbytes // 2
+
+
 def test_series_and_appended_rows_stream(sm: StateManager, small_threshold: None) -> None:
     s = pd.Series(np.random.default_rng(4).random(ROWS), name="x")
     first = sm.save("s", {"s": s})
@@ -196,6 +206,9 @@ _MEMORY_CHILD = textwrap.dedent("""
     out = {"frame": peak_of(lambda: sm.save("f", {"df": df})) / df.memory_usage(index=False).sum()}
     gc.collect()
     out["array"] = peak_of(lambda: sm.save("a", {"arr": arr})) / arr.nbytes
+    gc.collect()
+    over = pd.DataFrame(arr, copy=False)  # columns are strided views of arr: converted a chunk at a time
+    out["strided frame"] = peak_of(lambda: sm.save("s", {"df": over})) / arr.nbytes
     print(json.dumps(out))
 """)
 
@@ -207,4 +220,4 @@ def test_saving_a_large_value_holds_at_most_half_its_size(store_url: str) -> Non
                           env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     ratios = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert ratios["frame"] < 0.5 and ratios["array"] < 0.5, ratios
+    assert max(ratios.values()) < 0.5, ratios
