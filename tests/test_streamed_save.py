@@ -221,3 +221,38 @@ def test_saving_a_large_value_holds_at_most_half_its_size(store_url: str) -> Non
     assert proc.returncode == 0, proc.stderr
     ratios = json.loads(proc.stdout.strip().splitlines()[-1])
     assert max(ratios.values()) < 0.5, ratios
+
+
+def test_concurrent_streamed_saves_of_one_frame_store_it_once(store_url: str, small_threshold: None) -> None:
+    """Two stores stream the same chunks at once: one inserts them, the other finds them (rowcount), none is lost."""
+    import threading
+
+    df = _frame(10)
+    managers = [StateManager(store_url) for _ in range(2)]
+    snaps: list = []
+    errors: list = []
+
+    def run(sm: StateManager, entity: str) -> None:
+        try:
+            snaps.append(sm.save(entity, {"df": df.copy()}))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(m, f"t{i}")) for i, m in enumerate(managers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, errors
+        stored = _chunks(store_url)[1]
+        assert stored < sum(s.new_bytes for s in snaps) < stored + 200  # every chunk counted as new exactly once
+        written = sum(m.metrics()["bytes_written"] for m in managers)
+        deduplicated = sum(m.metrics()["bytes_deduplicated"] for m in managers)
+        assert abs(deduplicated - stored) < 200 and written < stored + 200
+        for m, s in zip(managers, snaps, strict=True):
+            pd.testing.assert_frame_equal(m.load(s.entity_id)["df"], df, check_exact=True)
+        assert managers[0].verify().empty
+    finally:
+        for m in managers:
+            m.close()
