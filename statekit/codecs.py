@@ -22,7 +22,6 @@ Chunks are content-addressed by sha256: the store writes only those it lacks.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import pickle
@@ -34,7 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import frames, tagged_json
+from . import frames, streaming, tagged_json
 from .errors import IntegrityError, StatekitError, UnserializableError, UntrustedPayloadError
 from .frames import ChunkReader, digest_of
 from .memo import FrameMemo
@@ -69,10 +68,6 @@ class EncodedItem:
     stream: Callable[[], Chunks] | None = None
     """For a large value: a fresh generator of its chunks (each call encodes again, so a retried
     transaction can run it anew); ``descriptor`` and ``size`` are complete once one has run to its end."""
-
-
-class StreamRefused(Exception):  # noqa: N818 - a signal to the store, never seen by users
-    """A streamed value failed to encode part-way (the transaction rolls back); save it the eager way."""
 
 
 # ---------------------------------------------------------------- plain JSON
@@ -164,58 +159,6 @@ def _join(desc: Mapping[str, Any], read: ChunkReader) -> bytes:
     return b"".join(data[d] for d in desc["chunks"])
 
 
-class _HeaderDone(Exception):  # noqa: N818
-    pass
-
-
-class _HeaderOnly:
-    """A file for ``np.lib.format.write_array`` that keeps the header (its first write) and stops there."""
-
-    header = b""
-
-    def write(self, data: bytes) -> None:
-        self.header = bytes(data)
-        raise _HeaderDone
-
-
-def npy_chunks(arr: np.ndarray) -> Chunks:
-    """The chunks ``_split`` cuts from ``write_array``'s bytes, without ever holding those bytes whole."""
-    sink = _HeaderOnly()
-    with contextlib.suppress(_HeaderDone):
-        np.lib.format.write_array(sink, arr, allow_pickle=False)  # type: ignore[arg-type]
-    # write_array writes the data in memory order for Fortran arrays, in C order otherwise
-    body = arr.T if arr.flags.f_contiguous and not arr.flags.c_contiguous else arr
-    held: list[memoryview] = [memoryview(sink.header)]  # views of the array, not copies, when it is contiguous
-    count = len(sink.header)
-    for part in _c_order_parts(body):
-        held.append(part)
-        count += len(part)
-        while count >= BYTES_PER_CHUNK:
-            last = held[-1]
-            cut = len(last) - (count - BYTES_PER_CHUNK)  # where the chunk ends inside the last view
-            piece = b"".join([*held[:-1], last[:cut]])
-            held, count = [last[cut:]], count - BYTES_PER_CHUNK
-            yield digest_of(piece), piece
-            del piece  # not held while the next one is built
-    if count:
-        piece = b"".join(held)
-        yield digest_of(piece), piece
-
-
-def _c_order_parts(arr: np.ndarray) -> Iterator[memoryview]:
-    """The array's bytes in C order: views when it is contiguous, else copies of about a MiB of rows at a time."""
-    if arr.ndim == 0 or arr.shape[0] == 0:
-        yield memoryview(arr.tobytes())
-        return
-    if arr.flags.c_contiguous:
-        yield memoryview(arr.reshape(-1).view(np.uint8))
-        return
-    step = max(1, (1 << 20) // max(1, arr[0].nbytes))
-    for at in range(0, arr.shape[0], step):
-        block = np.ascontiguousarray(arr[at : at + step])
-        yield memoryview(block.reshape(-1).view(np.uint8))
-
-
 def _streamed(name: str, make: Callable[[], tuple[dict[str, Any], Chunks]], *, unique_size: bool,
               done: Callable[[dict[str, Any], int], None] | None = None) -> EncodedItem:
     """An item whose chunks come from ``make()`` as the save writes them; a codec failure is StreamRefused."""
@@ -233,7 +176,7 @@ def _streamed(name: str, make: Callable[[], tuple[dict[str, Any], Chunks]], *, u
                 yield digest, data
                 del data
         except (TypeError, ValueError, pa.ArrowException) as exc:
-            raise StreamRefused(name, str(exc)) from None
+            raise streaming.StreamRefused(name, str(exc)) from None
         desc["chunks"] = list(digests)
         item.descriptor, item.size = desc, size
         if done is not None:
@@ -304,7 +247,8 @@ def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], Signing
             reason = "an object-dtype array needs pickle"
         elif stream is not False and value.nbytes >= STREAM_BYTES:
             array = value
-            return _streamed(name, lambda: ({"codec": "npy"}, npy_chunks(array)), unique_size=False)
+            return _streamed(name, lambda: ({"codec": "npy"}, streaming.npy_chunks(array, BYTES_PER_CHUNK)),
+                             unique_size=False)
         else:
             buf = io.BytesIO()
             np.lib.format.write_array(buf, value, allow_pickle=False)

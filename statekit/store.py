@@ -21,7 +21,7 @@ from uuid import uuid4  # bound once: code that patches uuid.uuid4 (tests) never
 import pandas as pd
 import sqlalchemy as sa
 
-from . import codecs, validate, writer
+from . import codecs, streaming, validate, writer
 from .cache import CachedState, StateCache
 from .db import DatabaseManager
 from .errors import IntegrityError, InvalidArgumentError, NotFoundError
@@ -144,10 +144,10 @@ class StateManager:
             plan.lineage = self._lineage_text(plan.snapshot_id, lineage)
             try:
                 snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
-            except (StaleMemo, codecs.StreamRefused) as exc:
+            except (StaleMemo, streaming.StreamRefused) as exc:
                 # remembered chunks were purged meanwhile (encode afresh), or a streamed value failed to
                 # encode part-way (encode it whole, which refuses it or falls back to pickle, as it always did)
-                refused = isinstance(exc, codecs.StreamRefused)
+                refused = isinstance(exc, streaming.StreamRefused)
                 if not refused:
                     self._memo.clear()
                 plan = self._plan(entity_id, state, state_type, message=message, actor=actor,
@@ -196,7 +196,7 @@ class StateManager:
 
         try:
             results = self.db.run_hot(work, write=True)
-        except codecs.StreamRefused:  # see save()
+        except streaming.StreamRefused:  # see save()
             plans = plan_all(stream=False)
             results = self.db.run_hot(work, write=True)
         out = {}

@@ -89,9 +89,13 @@ def test_streamed_values_round_trip_and_count_bytes_like_eager_ones(
         # a frame first saved eagerly, then streamed, shares every chunk: streaming cuts the same chunks
         monkeypatch.setattr(codecs, "STREAM_BYTES", 1 << 62)
         other = _frame(3)
-        sm.save("f", {"df": other})
+        arrays = {"c": np.random.default_rng(4).random((700, 3_000)), "f": np.asfortranarray(arr[:, ::-1]),
+                  "s": strided[::-1] + 1}
+        sm.save("f", {"df": other, **arrays})
         monkeypatch.setattr(codecs, "STREAM_BYTES", 1 << 20)
-        assert sm.save("g", {"df": other.copy()}).new_bytes < 100
+        assert sm.save("g", {"df": other.copy(), **{k: v.copy(order="K") for k, v in arrays.items()}}).new_bytes < 100
+        for k, v in sm.load("g").items():
+            np.testing.assert_array_equal(v, other if k == "df" else arrays[k])
         assert sm.verify().empty
 
 
