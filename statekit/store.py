@@ -181,6 +181,7 @@ class StateManager:
         for eid in states:  # every id is checked before any value is encoded
             validate.identifier(eid, "entity_id")
         started = time.perf_counter()
+
         def plan_all(**how: bool) -> list[SavePlan]:
             return [
                 self._plan(eid, st, state_type, message=message, actor=actor, metadata=metadata, branch=branch,
