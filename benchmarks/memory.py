@@ -8,7 +8,9 @@ heap), on a fresh SQLite store in a temporary folder. A thread samples the
 process's RSS every millisecond while the operation runs. Figures, as ratios to
 the frame's own size:
 
-- save peak: extra RSS while saving (the frame already exists);
+- save peak: extra RSS while saving (the frame already exists); large values are
+  streamed into the save transaction chunk by chunk, so this stays small;
+- array save peak: the same for an ndarray of the same size (the .npy codec);
 - load peak: extra RSS while loading, the loaded frame included;
 - kept after load: RSS after the load minus the frame it returned (Arrow's pool
   and any buffers nobody frees).
@@ -80,6 +82,14 @@ def _child(step: str, store: str, mb: int) -> dict[str, Any]:
         with _Peak() as p:
             sm.save("big", {"df": df})
         out = {"frame_bytes": size, "save_peak_extra": p.peak - p.start}
+    elif step == "save_array":
+        import numpy as np
+
+        arr = np.random.default_rng(1).random(mb * 1024 * 1024 // 8)
+        gc.collect()
+        with _Peak() as p:
+            sm.save("array", {"arr": arr})
+        out = {"array_bytes": arr.nbytes, "array_save_peak_extra": p.peak - p.start}
     else:
         gc.collect()
         with _Peak() as p:
@@ -102,7 +112,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = str(Path(tmp) / "store.db")
-        for step in ("save", "load"):
+        for step in ("save", "load", "save_array"):
             proc = subprocess.run([sys.executable, "-m", "benchmarks.memory", "--mb", str(args.mb), "--child", step,
                                    store], capture_output=True, text=True, check=True)
             results.update(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -111,6 +121,9 @@ def main() -> None:
     print(f"frame: {size / mib:.0f} MiB of float64 ({COLUMNS} columns)")
     for key in ("save_peak_extra", "load_peak_extra", "kept_after_load"):
         print(f"{key.replace('_', ' ')}: {results[key] / mib:+.0f} MiB ({results[key] / size:.2f}x the frame)")
+    extra = results["array_save_peak_extra"]
+    print(f"array save peak extra: {extra / mib:+.0f} MiB ({extra / results['array_bytes']:.2f}x the "
+          f"{results['array_bytes'] / mib:.0f} MiB array)")
 
 
 if __name__ == "__main__":

@@ -88,25 +88,51 @@ def plan_groups(leaves: list[pa.Array | pa.ChunkedArray]) -> list[tuple[int, int
 
 
 def encode_group(work: tuple[int, list[pa.Array | pa.ChunkedArray]]) -> list[tuple[str, bytes]]:
+    """A group's chunks, one per ROWS_PER_CHUNK rows."""
     _, members = work
-    n = len(members[0])
-    out = []
-    for start in range(0, max(n, 1), ROWS_PER_CHUNK):
-        pieces = []
-        for leaf in members:
-            piece = leaf.slice(start, ROWS_PER_CHUNK)
-            if isinstance(piece, pa.ChunkedArray):
-                piece = piece.combine_chunks() if piece.num_chunks else pa.array([], type=leaf.type)
-            if not pa.types.is_primitive(piece.type):  # one layout per content, however the input was sliced
-                piece = pa.concat_arrays([piece, pa.array([], type=piece.type)])
-            try:
-                piece.validate(full=True)  # what the loader would refuse is never written
-            except pa.ArrowInvalid as exc:
-                raise TypeError(f"Arrow data of type {leaf.type} that does not validate ({exc})") from None
-            pieces.append(piece)
-        data = _chunk_ipc(pieces)
-        out.append((digest_of(data), data))
-    return out
+    return [encode_piece((members, start)) for start in row_starts(len(members[0]))]
+
+
+def row_starts(rows: int) -> range:
+    """Where a group's chunks start (an empty group still has one, empty, chunk)."""
+    return range(0, max(rows, 1), ROWS_PER_CHUNK)
+
+
+def encode_piece(work: tuple[list[pa.Array | pa.ChunkedArray], int]) -> tuple[str, bytes]:
+    """One chunk: ROWS_PER_CHUNK rows of a group's leaves from ``start``, validated, as LZ4 Arrow IPC."""
+    members, start = work
+    pieces = []
+    for leaf in members:
+        piece = leaf.slice(start, ROWS_PER_CHUNK)
+        if isinstance(piece, pa.ChunkedArray):
+            piece = piece.combine_chunks() if piece.num_chunks else pa.array([], type=leaf.type)
+        if not pa.types.is_primitive(piece.type):  # one layout per content, however the input was sliced
+            piece = pa.concat_arrays([piece, pa.array([], type=piece.type)])
+        try:
+            piece.validate(full=True)  # what the loader would refuse is never written
+        except pa.ArrowInvalid as exc:
+            raise TypeError(f"Arrow data of type {leaf.type} that does not validate ({exc})") from None
+        pieces.append(piece)
+    data = _chunk_ipc(pieces)
+    return digest_of(data), data
+
+
+class NumpyLeaf:
+    """A strided numpy column as a leaf, converted to Arrow a chunk at a time (``pa.array`` would copy it whole).
+
+    It answers what grouping and encoding ask of a leaf: type, length, size and ``slice``.
+    """
+
+    def __init__(self, values: Any):
+        self.values = values
+        self.type = pa.array(values[:0]).type
+        self.nbytes = values.nbytes
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def slice(self, start: int, length: int) -> pa.Array:
+        return pa.array(self.values[start : start + length])
 
 
 class Groups:

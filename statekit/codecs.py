@@ -11,7 +11,10 @@ item, before anything is written.
 - DataFrames and Series go to Arrow IPC chunks described by an exact spec
   (:mod:`statekit.frames`), so an appended row or a changed column stores only
   the chunks that changed;
-- ndarrays go to ``.npy`` (never with pickle), cut into 8 MiB chunks;
+- ndarrays go to ``.npy`` (never with pickle), cut into 2 MiB chunks;
+- frames and arrays of at least STREAM_BYTES are not encoded here but streamed:
+  the item carries a generator the save transaction runs, storing each chunk
+  before the next is encoded, so the encoded value is never held whole;
 - anything else is pickled only when the caller allows it, and signed.
 
 Chunks are content-addressed by sha256: the store writes only those it lacks.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,15 +33,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import frames, tagged_json
+from . import frames, streaming, tagged_json
 from .errors import IntegrityError, StatekitError, UnserializableError, UntrustedPayloadError
 from .frames import ChunkReader, digest_of
 from .memo import FrameMemo
 from .signing import SigningKey
 
-BYTES_PER_CHUNK = 8 * 1024 * 1024
+BYTES_PER_CHUNK = 2 * 1024 * 1024
+"""Arrays, large JSON and pickles are cut into chunks of this size: a streamed array holds about three at once."""
 INLINE_JSON_LIMIT = 256 * 1024
 """Plain JSON larger than this (encoded) is stored as content-addressed chunks."""
+STREAM_BYTES = 32 * 1024 * 1024
+"""Frames and arrays with at least this many bytes of data are streamed into the save transaction."""
+Chunks = Iterator[tuple[str, bytes]]
 
 
 
@@ -58,6 +65,9 @@ class EncodedItem:
     chunks: dict[str, bytes] = field(default_factory=dict)
     size: int = 0
     reused: bool = False  # from the frame memo: no bytes, the chunks must already be stored
+    stream: Callable[[], Chunks] | None = None
+    """For a large value: a fresh generator of its chunks (each call encodes again, so a retried
+    transaction can run it anew); ``descriptor`` and ``size`` are complete once one has run to its end."""
 
 
 # ---------------------------------------------------------------- plain JSON
@@ -149,16 +159,45 @@ def _join(desc: Mapping[str, Any], read: ChunkReader) -> bytes:
     return b"".join(data[d] for d in desc["chunks"])
 
 
+def _streamed(name: str, make: Callable[[], tuple[dict[str, Any], Chunks]], *, unique_size: bool,
+              done: Callable[[dict[str, Any], int], None] | None = None) -> EncodedItem:
+    """An item whose chunks come from ``make()`` as the save writes them; a codec failure is StreamRefused."""
+    item = EncodedItem(name, False)
+
+    def run() -> Chunks:
+        digests: dict[str, None] = {}
+        size = 0
+        try:
+            desc, pieces = make()
+            for digest, data in pieces:
+                if not unique_size or digest not in digests:
+                    size += len(data)
+                digests[digest] = None
+                yield digest, data
+                del data
+        except (TypeError, ValueError, pa.ArrowException) as exc:
+            raise streaming.StreamRefused(name, str(exc)) from None
+        desc["chunks"] = list(digests)
+        item.descriptor, item.size = desc, size
+        if done is not None:
+            done(desc, size)
+
+    item.stream = run
+    return item
+
+
 # ---------------------------------------------------------------- public
 
 
 def encode_item(name: str, value: Any, *, allow_pickle: bool, key: Callable[[], SigningKey],
-                memo: FrameMemo | None = None) -> EncodedItem:
+                memo: FrameMemo | None = None, stream: bool = True) -> EncodedItem:
     """Encode one named value, or raise UnserializableError naming it.
 
     With a ``memo``, a DataFrame or Series encoded before and provably unchanged
     since (see :mod:`statekit.memo`) is not encoded again: the item carries its
     earlier descriptor and no bytes, and the store checks the chunks are there.
+    With ``stream``, a frame or array of at least STREAM_BYTES is checked here
+    and encoded later, chunk by chunk, by the save transaction (``item.stream``).
     """
     t = type(value)
     if memo is not None and (t is pd.DataFrame or t is pd.Series):
@@ -166,8 +205,9 @@ def encode_item(name: str, value: Any, *, allow_pickle: bool, key: Callable[[], 
         if hit is not None:
             return EncodedItem(name, False, descriptor=hit[0], chunks={}, size=hit[1], reused=True)
     try:
-        item = _encode(name, value, allow_pickle, key)
-        if memo is not None and item.descriptor.get("codec") == "arrow":
+        done = None if memo is None else (lambda desc, size: memo.remember(value, desc, size))
+        item = _encode(name, value, allow_pickle, key, done if stream else False)
+        if memo is not None and item.stream is None and item.descriptor.get("codec") == "arrow":
             memo.remember(value, item.descriptor, item.size)
         return item
     except UnserializableError:
@@ -179,7 +219,9 @@ def encode_item(name: str, value: Any, *, allow_pickle: bool, key: Callable[[], 
         ) from None
 
 
-def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], SigningKey]) -> EncodedItem:
+def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], SigningKey],
+            stream: Callable[[dict[str, Any], int], None] | None | bool) -> EncodedItem:
+    """``stream`` is False (encode now) or what to call once a streamed value's descriptor is complete."""
     t = type(value)
     approx = plain_json_size(value)
     if approx >= 0:
@@ -191,7 +233,11 @@ def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], Signing
     reason = ""
     if t is pd.DataFrame or t is pd.Series:
         try:
-            desc, chunks = frames.encode_value(value)
+            prep = frames.prepare(value)
+            if stream is not False and prep.data_bytes >= STREAM_BYTES:
+                return _streamed(name, _frame_maker(value, prep), unique_size=True, done=stream or None)
+            chunks = dict(frames.chunks_of(prep))
+            desc = prep.desc
             desc["chunks"] = list(chunks)
             return EncodedItem(name, False, descriptor=desc, chunks=chunks, size=sum(map(len, chunks.values())))
         except (TypeError, ValueError, pa.ArrowException) as exc:
@@ -199,6 +245,10 @@ def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], Signing
     elif t is np.ndarray:
         if value.dtype.hasobject:
             reason = "an object-dtype array needs pickle"
+        elif stream is not False and value.nbytes >= STREAM_BYTES:
+            array = value
+            return _streamed(name, lambda: ({"codec": "npy"}, streaming.npy_chunks(array, BYTES_PER_CHUNK)),
+                             unique_size=False)
         else:
             buf = io.BytesIO()
             np.lib.format.write_array(buf, value, allow_pickle=False)
@@ -234,6 +284,17 @@ def _encode(name: str, value: Any, allow_pickle: bool, key: Callable[[], Signing
     digests, chunks = _split(data)
     desc = {"codec": "pickle", "chunks": digests, "hmac": signer.sign(data), "key_id": signer.key_id}
     return EncodedItem(name, False, descriptor=desc, chunks=chunks, size=len(data))
+
+
+def _frame_maker(value: Any, prep: frames.Prepared) -> Callable[[], tuple[dict[str, Any], Chunks]]:
+    """The first run uses the leaves checked at plan time; a retry prepares them from the value again."""
+    first = [prep]
+
+    def make() -> tuple[dict[str, Any], Chunks]:
+        p = first.pop() if first else frames.prepare(value)
+        return p.desc, frames.chunks_of(p)
+
+    return make
 
 
 def _type_name(value: Any) -> str:

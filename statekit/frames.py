@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ import pyarrow as pa
 from pandas.api.internals import create_dataframe_from_blocks
 
 from . import frames_legacy, tagged_json
-from .chunk_groups import ChunkReader, Groups, digest_of, encode_group, plan_groups, read_ipc
+from .chunk_groups import ChunkReader, Groups, digest_of, encode_piece, plan_groups, read_ipc, row_starts
 from .pandas_arrays import Decoder, Encoder, label, safe_np_dtype
 
 FORMAT = 2
@@ -61,8 +62,19 @@ def _part(what: str, fn: Callable[[Any], Any], arg: Any) -> Any:
         raise TypeError(f"its {what} holds {exc}") from None
 
 
-def encode_value(value: pd.DataFrame | pd.Series) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The descriptor and chunks of a DataFrame or Series; TypeError/ValueError when not exact."""
+class Prepared:
+    """A value's descriptor, its chunk digests still to come, and the leaves its chunks are cut from."""
+
+    def __init__(self, desc: dict[str, Any], schema_bytes: bytes, leaves: list[Any], groups: list[tuple[int, int]]):
+        self.desc = desc
+        self.schema_bytes = schema_bytes
+        self.leaves = leaves
+        self.groups = groups
+        self.data_bytes = sum(leaf.nbytes for leaf in leaves)
+
+
+def prepare(value: pd.DataFrame | pd.Series) -> Prepared:
+    """The spec, schema and leaves of a DataFrame or Series; TypeError/ValueError when it cannot be exact."""
     enc = Encoder()
     if isinstance(value, pd.DataFrame):
         spec: dict[str, Any] = {"columns": _part("column labels", enc.index, value.columns),
@@ -87,31 +99,48 @@ def encode_value(value: pd.DataFrame | pd.Series) -> tuple[dict[str, Any], dict[
     for i, leaf in enumerate(leaves):
         if back.field(i).type != leaf.type:  # e.g. an extension type Arrow does not know how to read
             raise TypeError(f"Arrow type {leaf.type}, which does not survive Arrow IPC")
-    chunks: dict[str, bytes] = {}
-    schema_digest = digest_of(schema_bytes)
-    chunks[schema_digest] = schema_bytes
-
     groups = plan_groups(leaves)
-    total = sum(leaf.nbytes for leaf in leaves)
-    work = [(first, leaves[first : first + count]) for first, count in groups]
-    encoded = parallel_map(encode_group, work) if total >= PARALLEL_BYTES else [encode_group(w) for w in work]
-    for pieces in encoded:
-        chunks.update(pieces)
     desc: dict[str, Any] = {
         "codec": "arrow",
         "format": FORMAT,
         "kind": kind,
         "rows": len(value),
-        "schema": schema_digest,
+        "schema": digest_of(schema_bytes),
         # [first leaf, number of leaves, their length, one chunk per 65,536 rows]
-        "groups": [[first, count, len(leaves[first]), [d for d, _ in pieces]]
-                   for (first, count), pieces in zip(groups, encoded, strict=True)],
+        "groups": [[first, count, len(leaves[first]), []] for first, count in groups],
         "spec": spec,
     }
-    return desc, chunks
+    return Prepared(desc, schema_bytes, leaves, groups)
+
+
+def chunks_of(prep: Prepared) -> Iterator[tuple[str, bytes]]:
+    """The value's chunks in order (the schema first), filling in the descriptor's digests as they come.
+
+    Chunks are encoded a few at a time on the codec threads (large values) and
+    handed out in order, so a consumer that stores each one and lets it go holds
+    only the window in flight, never the whole encoded value.
+    """
+    yield prep.desc["schema"], prep.schema_bytes
+    units = [(g, (prep.leaves[first : first + count], start))
+             for g, (first, count) in enumerate(prep.groups) for start in row_starts(len(prep.leaves[first]))]
+    parallel = prep.data_bytes >= PARALLEL_BYTES
+    groups = prep.desc["groups"]
+    for g, (digest, data) in zip((g for g, _ in units), ordered_map(encode_piece, [w for _, w in units], parallel),
+                                 strict=True):
+        groups[g][3].append(digest)
+        yield digest, data
+        del data
+
+
+def encode_value(value: pd.DataFrame | pd.Series) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The descriptor and chunks of a DataFrame or Series; TypeError/ValueError when not exact."""
+    prep = prepare(value)
+    chunks = dict(chunks_of(prep))
+    return prep.desc, chunks
 
 
 PARALLEL_BYTES = 8 * 1024 * 1024
+WORKERS = min(8, os.cpu_count() or 2)
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -124,6 +153,26 @@ def _forget_pool_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
+def ordered_map(fn: Callable[[Any], Any], items: list[Any], parallel: bool = True) -> Iterator[Any]:
+    """``fn(x)`` for each item, in order, with at most a small window of items in flight on the codec threads."""
+    if not parallel or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    pool = _pool()
+    window = 2 * WORKERS
+    pending: deque[Future[Any]] = deque()
+    try:
+        for x in items:
+            pending.append(pool.submit(fn, x))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:  # the consumer stopped (an error, a closed stream): drop what has not started
+            f.cancel()
+
+
 def parallel_map(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     """``[fn(x) for x in items]`` on the codec threads (for work that releases the GIL)."""
     return list(_pool().map(fn, items)) if len(items) > 1 else [fn(x) for x in items]
@@ -133,7 +182,7 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2), thread_name_prefix="statekit-codec")
+            _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="statekit-codec")
         return _POOL
 
 

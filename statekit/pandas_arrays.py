@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import tagged_json
+from .chunk_groups import ROWS_PER_CHUNK, NumpyLeaf
 
 NP_KINDS = "biufcmM"
 
@@ -106,6 +107,8 @@ class Encoder:
         if dtype.kind == "c":
             flat = np.ascontiguousarray(values).view(f"f{dtype.itemsize // 2}")
             arr = pa.FixedSizeListArray.from_arrays(pa.array(flat), 2)
+        elif values.ndim == 1 and not values.flags.c_contiguous and len(values) > ROWS_PER_CHUNK:
+            arr = NumpyLeaf(values)  # a strided column (a frame over a C-order 2D array): never copied whole
         else:
             arr = pa.array(values)
         if arr.type != np_arrow_type(dtype):

@@ -158,9 +158,26 @@ class Repository:
             found.update(r[0] for r in cur.fetchall())
         return found
 
-    def write_chunks(self, cur: Any, chunks: dict[str, bytes]) -> None:
-        for digest, data in chunks.items():
+    def write_chunks(self, cur: Any, chunks: Iterable[tuple[str, bytes]], skip: set[str] | None = None) -> tuple[int, int]:
+        """Insert each (digest, bytes) the store lacks, letting each go before the next is asked for.
+
+        Returns (bytes inserted, bytes the store already held), counted from the
+        driver's rowcount (ON CONFLICT DO NOTHING inserts no row for a known digest).
+        A digest in ``skip`` (and each one inserted, added to it) is not written or counted again.
+        """
+        seen = skip if skip is not None else set()
+        new = known = 0
+        for digest, data in chunks:
+            if digest in seen:
+                continue
+            seen.add(digest)
             cur.execute(self.q_chunk, {"d": digest, "n": len(data), "data": data})
+            if cur.rowcount == 0:
+                known += len(data)
+            else:
+                new += len(data)
+            del data  # not held while the next chunk is encoded
+        return new, known
 
     def write_links(self, cur: Any, snapshot_id: str, digests: Iterable[str]) -> None:
         rows = [{"sid": snapshot_id, "d": d} for d in sorted(set(digests))]

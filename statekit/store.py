@@ -1,7 +1,8 @@
 """StateManager: what users call to save, load, branch, roll back and inspect states.
 
-A save encodes every value first (outside any transaction), then in one
-transaction takes the entity's next version number, checks the branch head
+A save encodes every value first (outside any transaction; a large frame or
+array is only checked there and streamed into the transaction chunk by chunk),
+then in one transaction takes the entity's next version number, checks the branch head
 (``expected_version``), writes the chunks the store lacks, the snapshot row,
 its chunk links, a transition and the new head, and commits. Nothing of a
 failed save is visible. Observers run after the commit.
@@ -20,7 +21,7 @@ from uuid import uuid4  # bound once: code that patches uuid.uuid4 (tests) never
 import pandas as pd
 import sqlalchemy as sa
 
-from . import codecs, validate, writer
+from . import codecs, streaming, validate, writer
 from .cache import CachedState, StateCache
 from .db import DatabaseManager
 from .errors import IntegrityError, InvalidArgumentError, NotFoundError
@@ -143,12 +144,16 @@ class StateManager:
             plan.lineage = self._lineage_text(plan.snapshot_id, lineage)
             try:
                 snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
-            except StaleMemo:  # remembered chunks were purged meanwhile: encode afresh
-                self._memo.clear()
+            except (StaleMemo, streaming.StreamRefused) as exc:
+                # remembered chunks were purged meanwhile (encode afresh), or a streamed value failed to
+                # encode part-way (encode it whole, which refuses it or falls back to pickle, as it always did)
+                refused = isinstance(exc, streaming.StreamRefused)
+                if not refused:
+                    self._memo.clear()
                 plan = self._plan(entity_id, state, state_type, message=message, actor=actor,
                                   metadata=metadata, branch=branch, expected_version=expected_version,
                                   expires_in=expires_in, status=status, merge=merge, allow_pickle=allow_pickle,
-                                  use_memo=False)
+                                  use_memo=refused, stream=not refused)
                 plan.drop = drop_names
                 plan.lineage = self._lineage_text(plan.snapshot_id, lineage)
                 snap, transition = self.db.run_hot(lambda cur, attempt: self._write(cur, attempt, plan), write=True)
@@ -176,17 +181,25 @@ class StateManager:
         for eid in states:  # every id is checked before any value is encoded
             validate.identifier(eid, "entity_id")
         started = time.perf_counter()
-        plans = [
-            self._plan(eid, st, state_type, message=message, actor=actor, metadata=metadata, branch=branch,
-                       expected_version=None, expires_in=expires_in, status=SnapshotStatus.ACTIVE,
-                       merge=merge, allow_pickle=None)
-            for eid, st in states.items()
-        ]
+
+        def plan_all(**how: bool) -> list[SavePlan]:
+            return [
+                self._plan(eid, st, state_type, message=message, actor=actor, metadata=metadata, branch=branch,
+                           expected_version=None, expires_in=expires_in, status=SnapshotStatus.ACTIVE,
+                           merge=merge, allow_pickle=None, **how)
+                for eid, st in states.items()
+            ]
+
+        plans = plan_all()
 
         def work(cur: Any, attempt: int) -> list[tuple[StateSnapshot, StateTransition]]:
             return [self._write(cur, attempt, p) for p in plans]
 
-        results = self.db.run_hot(work, write=True)
+        try:
+            results = self.db.run_hot(work, write=True)
+        except streaming.StreamRefused:  # see save()
+            plans = plan_all(stream=False)
+            results = self.db.run_hot(work, write=True)
         out = {}
         for plan, (snap, transition) in zip(plans, results, strict=True):
             self._after_save(plan, snap, transition, started, record=False)
@@ -196,7 +209,7 @@ class StateManager:
 
     def _plan(self, entity_id: str, state: Any, state_type: Any, *, message: Any, actor: Any,
               metadata: Any, branch: Any, expected_version: Any, expires_in: Any, status: Any,
-              merge: bool, allow_pickle: bool | None, use_memo: bool = True) -> SavePlan:
+              merge: bool, allow_pickle: bool | None, use_memo: bool = True, stream: bool = True) -> SavePlan:
         entity_id = validate.identifier(entity_id, "entity_id")
         branch = validate.identifier(branch, "branch")
         st = validate.state_type(state_type)
@@ -214,7 +227,8 @@ class StateManager:
         expires_in = lifetime(expires_in)
         status = SnapshotStatus(validate.enum_value(status, SnapshotStatus, "status"))
         memo = None if use_memo is False else self._memo
-        encoded = [codecs.encode_item(n, state[n], allow_pickle=pickle_ok, key=self._signing_key, memo=memo)
+        encoded = [codecs.encode_item(n, state[n], allow_pickle=pickle_ok, key=self._signing_key, memo=memo,
+                                      stream=stream)
                    for n in names]
         return SavePlan(
             entity_id=entity_id,

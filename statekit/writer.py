@@ -2,10 +2,13 @@
 
 ``StateManager.save`` (and rollback and recover) build a :class:`SavePlan`
 outside any transaction: ids, validated arguments and every value already
-encoded. :func:`write_snapshot` then runs inside one write transaction:
+encoded, except large frames and arrays, which are checked there and streamed
+here. :func:`write_snapshot` then runs inside one write transaction:
 take the entity's next version, check the branch head against
-``expected_version``, write the chunks the store lacks, the snapshot row, its
-chunk links, a transition and the new head.
+``expected_version``, store the streamed values chunk by chunk (so a large
+value is never held encoded whole, and a failure part-way rolls back with the
+rest), write the chunks the store lacks, the snapshot row, its chunk links, a
+transition and the new head.
 """
 
 from __future__ import annotations
@@ -81,8 +84,17 @@ def write_snapshot(sm: StateManager, cur: Any, attempt: int, plan: SavePlan) -> 
                     state_data[n] = parent.state_data[n]
                 else:
                     items[n] = parent.items[n]
+    streamed: set[str] = set()
+    new_bytes = plan.deduplicated = 0
+    locked = any(e.stream is not None for e in plan.encoded)
+    if locked:
+        sm.db.lock_for_save(cur)  # before any digest is found present: purge must not delete it under us
+        for e in plan.encoded:
+            if e.stream is not None:  # a large value: each chunk is stored and dropped before the next is encoded
+                written, known = repo.write_chunks(cur, e.stream(), streamed)
+                new_bytes += written
+                plan.deduplicated += known
     chunks: dict[str, bytes] = {}
-    size = 0
     for e in plan.encoded:
         names.append(e.name)
         if e.inline:
@@ -92,9 +104,9 @@ def write_snapshot(sm: StateManager, cur: Any, attempt: int, plan: SavePlan) -> 
             chunks.update(e.chunks)
     plan.has_items = bool(items)
     all_digests = {d for desc in items.values() for d in desc.get("chunks", ())}
-    new_bytes = 0
     if all_digests:
-        sm.db.lock_for_save(cur)
+        if not locked:
+            sm.db.lock_for_save(cur)
         have = repo.existing_digests(cur, all_digests)
         absent = all_digests - have - chunks.keys()
         if absent:  # chunks we reference without holding their bytes are gone
@@ -105,9 +117,9 @@ def write_snapshot(sm: StateManager, cur: Any, attempt: int, plan: SavePlan) -> 
                 "run verify() and recover the last intact version first."
             )
         missing = {d: b for d, b in chunks.items() if d not in have}
-        repo.write_chunks(cur, missing)
-        new_bytes = sum(len(b) for b in missing.values())
-        plan.deduplicated = sum(len(b) for d, b in chunks.items() if d in have)
+        repo.write_chunks(cur, missing.items())
+        new_bytes += sum(len(b) for b in missing.values())
+        plan.deduplicated += sum(len(b) for d, b in chunks.items() if d in have and d not in streamed)
     state_text = codecs.dumps(state_data)
     items_text = codecs.dumps(items)
     # new bytes: chunks this store lacked, plus values stored in the row itself
