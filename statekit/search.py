@@ -15,6 +15,7 @@ store. Expired versions are left out.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -142,12 +143,68 @@ def _extract(db: Any, parts: list[str], i: int, params: dict[str, Any]) -> str:
     return f"(s.state_data::jsonb #> CAST(:p{i} AS text[]))::text"
 
 
+def _index_path(db: Any, parts: list[str], params: dict[str, Any], key: str) -> str:
+    """SQL computing the index's ``path`` key of ``parts`` exactly as the triggers do (see history_schema)."""
+    from .history_schema import PATH_CHARS
+
+    if not db.is_sqlite:
+        params[key] = parts
+        return f"left(CAST(:{key} AS text[])::text, {PATH_CHARS})"
+    expr = f"json_array(:{key}0)"
+    for i, part in enumerate(parts):
+        params[f"{key}{i}"] = part
+        if i:
+            expr = f"json_insert({expr}, '$[#]', :{key}{i})"
+    return f"substr({expr}, 1, {PATH_CHARS})"
+
+
+def _index_val(db: Any, text: str, params: dict[str, Any], key: str) -> str:
+    """SQL computing the index's ``val`` key of the JSON ``text`` exactly as the triggers do."""
+    from .history_schema import pg_val, sqlite_val
+
+    params[key] = text
+    if db.is_sqlite:
+        return f"(SELECT {sqlite_val('e.type', 'e.value')} FROM json_each(json_array(json(:{key}))) e)"
+    return pg_val(f"CAST(:{key} AS jsonb)")
+
+
+def _candidates(path_sql: str, val_sql: str) -> str:
+    """The versions the index lists for (path, val), and those it could not index ('*')."""
+    return (f"s.snapshot_id IN (SELECT i.snapshot_id FROM state_find_index i WHERE i.path = {path_sql} "
+            f"AND i.val = {val_sql} UNION ALL SELECT i.snapshot_id FROM state_find_index i "
+            "WHERE i.path = '*' AND i.val = '*')")
+
+
+_indexed: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def has_index(db: Any) -> bool:
+    """Whether the store has ``state_find_index`` (a store made before it existed is scanned)."""
+    found = _indexed.get(db)
+    if found is None:
+        sql = ("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'state_find_index'" if db.is_sqlite
+               else "SELECT to_regclass('state_find_index') IS NOT NULL")
+
+        def work(cur: Any, _a: int) -> bool:
+            cur.execute(sql)
+            row = cur.fetchone()
+            return bool(row and row[0])
+
+        found = _indexed[db] = db.run_hot(work, write=False)
+    return found
+
+
 def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: str | None = None,
          where: Mapping[str, Any] | None = None, *, include_expired: bool = False) -> pd.DataFrame:
-    """Every version (of ``entities``, default all) that holds ``name`` and whose inline values match ``where``."""
+    """Every version (of ``entities``, default all) that holds ``name`` and whose inline values match ``where``.
+
+    ``state_find_index`` narrows the versions to look at (one lookup per scalar condition); each
+    candidate is then checked as a scan would check it, so the index changes the time, not the answer.
+    """
     db = sm.db
     params: dict[str, Any] = {}
     conds: list[str] = []
+    lookups: list[str] = []
     if isinstance(entities, str):
         entities = [entities]
     if entities is not None and not isinstance(entities, Iterable):
@@ -162,12 +219,14 @@ def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: st
         params["name"] = validate.item_name(name)
         conds.append("EXISTS (SELECT 1 FROM json_each(s.names) n WHERE n.value = :name)" if db.is_sqlite
                      else "jsonb_exists(s.names::jsonb, :name)")
+        lookups.append(_candidates(_index_path(db, [params["name"]], params, "xn"), "'name:'"))
     if where is not None and not isinstance(where, Mapping):
         raise InvalidArgumentError("where= takes a mapping of key paths to values, e.g. {'params.lr': 0.1}.")
     wanted = dict(where or {})
     extracts = []
     for i, path in enumerate(wanted):
-        expr = _extract(db, parse_path(path), i, params)
+        parts = parse_path(path)
+        expr = _extract(db, parts, i, params)
         extracts.append(expr)
         conds.append(f"{expr} IS NOT NULL")
         try:
@@ -175,6 +234,12 @@ def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: st
         except (TypeError, ValueError):
             raise InvalidArgumentError(f"find() compares plain JSON values; {wanted[path]!r} at {path!r} is not one.") \
                 from None
+        scalar = not wanted[path].startswith(("{", "["))
+        if scalar and (db.is_sqlite or "\\u" not in wanted[path]):  # jsonb refuses some \u escapes
+            lookups.append(_candidates(_index_path(db, parts, params, f"xp{i}_"),
+                                       _index_val(db, wanted[path], params, f"xv{i}")))
+    if lookups and has_index(db):
+        conds = lookups + conds
     if not include_expired:
         conds.append("(s.expires_at IS NULL OR s.expires_at > :now)")
         params["now"] = db.ts(utcnow())
