@@ -15,6 +15,7 @@ store. Expired versions are left out.
 from __future__ import annotations
 
 import json
+import sqlite3
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -113,11 +114,12 @@ def parse_path(path: str) -> list[str]:
         elif ch == "[":
             if i > start:
                 parts.append(path[start:i])
-            end = path.find("]", i)
-            try:
-                key = ast.literal_eval(path[i + 1 : end]) if end > 0 else None
-            except (ValueError, SyntaxError):
-                key = None
+            key, end = None, i
+            while key is None and (end := path.find("]", end + 1)) > 0:  # the first ] that closes a string
+                try:
+                    key = ast.literal_eval(path[i + 1 : end])
+                except (ValueError, SyntaxError):
+                    key = None
             if not isinstance(key, str):
                 raise InvalidArgumentError(f"Cannot read the key path {path!r}: write keys as a.b or a['b c'].")
             parts.append(key)
@@ -137,10 +139,27 @@ def _extract(db: Any, parts: list[str], i: int, params: dict[str, Any]) -> str:
     if db.is_sqlite:
         params[f"p{i}"] = _json_path_sqlite(parts)
         j = f":p{i}"
+        if sqlite3.sqlite_version_info >= (3, 38):  # -> gives the stored JSON text itself (-0.0 stays -0.0)
+            return f"(s.state_data -> {j})"
         return (f"CASE json_type(s.state_data, {j}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
                 f"WHEN 'null' THEN 'null' ELSE json_quote(json_extract(s.state_data, {j})) END")
     params[f"p{i}"] = parts
-    return f"(s.state_data::jsonb #> CAST(:p{i} AS text[]))::text"
+    # json, not jsonb: the stored text (-0.0 stays -0.0); PostgreSQL cannot take \\u0000 apart: see _RAW_PG
+    return f"CASE WHEN strpos(s.state_data::text, '\\u') = 0 THEN (s.state_data #> CAST(:p{i} AS text[]))::text END"
+
+
+_RAW_PG = "CASE WHEN strpos(s.state_data::text, '\\u') > 0 THEN s.state_data::text END"
+"""The whole inline JSON of the rows PostgreSQL's JSON operators refuse (\\u0000): read in Python instead."""
+
+
+def _at(text: str | None, parts: list[str]) -> Any:
+    """The value at ``parts`` in the JSON ``text`` (KeyError when absent)."""
+    node = json.loads(text) if text is not None else None
+    for p in parts:
+        if not isinstance(node, dict) or p not in node:
+            raise KeyError(p)
+        node = node[p]
+    return node
 
 
 def _index_path(db: Any, parts: list[str], params: dict[str, Any], key: str) -> str:
@@ -223,12 +242,13 @@ def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: st
     if where is not None and not isinstance(where, Mapping):
         raise InvalidArgumentError("where= takes a mapping of key paths to values, e.g. {'params.lr': 0.1}.")
     wanted = dict(where or {})
-    extracts = []
+    extracts, paths = [], []
     for i, path in enumerate(wanted):
         parts = parse_path(path)
+        paths.append(parts)
         expr = _extract(db, parts, i, params)
         extracts.append(expr)
-        conds.append(f"{expr} IS NOT NULL")
+        conds.append(f"{expr} IS NOT NULL" if db.is_sqlite else f"({expr} IS NOT NULL OR {_RAW_PG} IS NOT NULL)")
         try:
             wanted[path] = changes._canon(wanted[path])
         except (TypeError, ValueError):
@@ -243,7 +263,8 @@ def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: st
     if not include_expired:
         conds.append("(s.expires_at IS NULL OR s.expires_at > :now)")
         params["now"] = db.ts(utcnow())
-    cols = ", ".join(["s.entity_id", "s.version", "s.branch", "s.created_at", "s.snapshot_id", *extracts])
+    raw = "NULL" if db.is_sqlite or not wanted else _RAW_PG
+    cols = ", ".join(["s.entity_id", "s.version", "s.branch", "s.created_at", "s.snapshot_id", raw, *extracts])
     sql = f"SELECT {cols} FROM state_snapshots s" + (f" WHERE {' AND '.join(conds)}" if conds else "")
     sql += " ORDER BY s.entity_id, s.version"
 
@@ -253,7 +274,10 @@ def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: st
 
     rows = []
     for r in db.run_hot(work, write=False):
-        values = [json.loads(t) for t in r[5:]]
+        try:
+            values = [json.loads(t) if r[5] is None else _at(r[5], parts) for t, parts in zip(r[6:], paths, strict=True)]
+        except KeyError:
+            continue
         if all(changes._canon(v) == wanted[p] for v, p in zip(values, wanted, strict=True)):
             rows.append((*r[:5], *values))
     frame = pd.DataFrame(rows, columns=FIND_COLUMNS + list(wanted))
