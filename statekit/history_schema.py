@@ -86,8 +86,8 @@ CREATE INDEX ix_state_find_index_snapshot ON state_find_index (snapshot_id)
 
 def _ok_sqlite(d: str, n: str) -> str:
     """SQL: whether a version's inline JSON ``d`` and names ``n`` are indexed (else it gets a '*' row)."""
-    return (f"(CASE WHEN json_valid({d}) AND json_valid({n}) THEN json_type({d}) = 'object' "
-            f"AND json_type({n}) = 'array' AND length({d}) <= {FIND_MAX_TEXT} "
+    return (f"(CASE WHEN length({d}) <= {FIND_MAX_TEXT} AND json_valid({d}) AND json_valid({n}) "
+            f"THEN json_type({d}) = 'object' AND json_type({n}) = 'array' "
             f"AND json_array_length({n}) <= {FIND_MAX_NAMES} ELSE 0 END)")
 
 
@@ -97,17 +97,17 @@ def sqlite_val(t: str, v: str) -> str:
 
 
 def _sqlite_rows(d: str, n: str, sid: str) -> str:
-    """SQL: the index rows of one version, from NEW (trigger) or a row of state_snapshots (backfill)."""
-    ok = _ok_sqlite(d, n)
+    """SQL: the index rows of one version (``d``, ``n``, ``sid``: its state_data, names and id, from NEW)."""
     return f"""
-WITH RECURSIVE w(p, v, t) AS (
-  SELECT json_array(e.key), e.value, e.type FROM json_each(CASE WHEN {ok} THEN {d} ELSE '{{}}' END) e
+WITH RECURSIVE k(ok) AS MATERIALIZED (SELECT {_ok_sqlite(d, n)}),
+w(p, v, t) AS (
+  SELECT json_array(e.key), e.value, e.type FROM k, json_each(CASE WHEN k.ok THEN {d} ELSE '{{}}' END) e
   UNION ALL
   SELECT json_insert(w.p, '$[#]', e.key), e.value, e.type FROM w, json_each(w.v) e WHERE w.t = 'object')
 SELECT substr(p, 1, {PATH_CHARS}), {sqlite_val("t", "v")}, {sid} FROM w WHERE t NOT IN ('object', 'array')
-UNION SELECT substr(json_array(x.value), 1, {PATH_CHARS}), 'name:', {sid}
-  FROM json_each(CASE WHEN {ok} THEN {n} ELSE '[]' END) x
-UNION SELECT '*', '*', {sid} WHERE NOT {ok}
+UNION ALL SELECT substr(json_array(x.value), 1, {PATH_CHARS}), 'name:', {sid}
+  FROM k, json_each(CASE WHEN k.ok THEN {n} ELSE '[]' END) x
+UNION ALL SELECT '*', '*', {sid} FROM k WHERE NOT k.ok
 """
 
 
@@ -157,7 +157,7 @@ BEGIN
       UNION ALL SELECT w.p || e.key, e.value FROM w, jsonb_each(w.v) e WHERE jsonb_typeof(w.v) = 'object')
     SELECT left(p::text, {PATH_CHARS}), {pg_val('v')}, NEW.snapshot_id FROM w
       WHERE jsonb_typeof(v) NOT IN ('object', 'array')
-    UNION SELECT left(ARRAY[x]::text, {PATH_CHARS}), 'name:', NEW.snapshot_id FROM json_array_elements_text(NEW.names) x
+    UNION ALL SELECT left(ARRAY[x]::text, {PATH_CHARS}), 'name:', NEW.snapshot_id FROM json_array_elements_text(NEW.names) x
     ON CONFLICT DO NOTHING;
   EXCEPTION WHEN others THEN  -- a value jsonb refuses: the version is scanned instead, the save goes on
     INSERT INTO state_find_index VALUES ('*', '*', NEW.snapshot_id) ON CONFLICT DO NOTHING;
