@@ -187,11 +187,38 @@ def _index_val(db: Any, text: str, params: dict[str, Any], key: str) -> str:
     return pg_val(f"CAST(:{key} AS jsonb)")
 
 
-def _candidates(path_sql: str, val_sql: str) -> str:
-    """The versions the index lists for (path, val), and those it could not index ('*')."""
-    return (f"s.snapshot_id IN (SELECT i.snapshot_id FROM state_find_index i WHERE i.path = {path_sql} "
-            f"AND i.val = {val_sql} UNION ALL SELECT i.snapshot_id FROM state_find_index i "
-            "WHERE i.path = '*' AND i.val = '*')")
+def _candidates(path_sql: str, val_sql: str, *, drive: bool) -> str:
+    """The versions the index lists for (path, val), and those it could not index ('*').
+
+    The driving lookup lists them (``IN``); the others probe the index for each row found (``EXISTS``),
+    so no lookup reads more index rows than the answer needs.
+    """
+    if drive:
+        return (f"s.snapshot_id IN (SELECT i.snapshot_id FROM state_find_index i WHERE i.path = {path_sql} "
+                f"AND i.val = {val_sql} UNION ALL SELECT i.snapshot_id FROM state_find_index i "
+                "WHERE i.path = '*' AND i.val = '*')")
+    return (f"(EXISTS (SELECT 1 FROM state_find_index i WHERE i.path = {path_sql} AND i.val = {val_sql} "
+            "AND i.snapshot_id = s.snapshot_id) OR EXISTS (SELECT 1 FROM state_find_index i "
+            "WHERE i.path = '*' AND i.val = '*' AND i.snapshot_id = s.snapshot_id))")
+
+
+def _rarest(db: Any, lookups: list[tuple[str, str]], params: dict[str, Any]) -> int:
+    """The index of the lookup with the fewest index rows (counted up to a cap): it drives the query."""
+    if len(lookups) < 2:
+        return 0
+    sql = " UNION ALL ".join(
+        f"SELECT {n}, (SELECT count(*) FROM (SELECT 1 FROM state_find_index i WHERE i.path = {p} AND i.val = {v} "
+        f"LIMIT {RAREST_CAP}) c)" for n, (p, v) in enumerate(lookups))
+
+    def work(cur: Any, _a: int) -> list[tuple[Any, ...]]:
+        cur.execute(db.sql(sql), params)
+        return cur.fetchall()
+
+    counts = sorted(db.run_hot(work, write=False), key=lambda r: (r[1], r[0]))
+    return int(counts[0][0])
+
+
+RAREST_CAP = 1_000
 
 
 _indexed: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
@@ -223,7 +250,7 @@ def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: st
     db = sm.db
     params: dict[str, Any] = {}
     conds: list[str] = []
-    lookups: list[str] = []
+    lookups: list[tuple[str, str]] = []  # (path, val) SQL of each condition the index can answer
     if isinstance(entities, str):
         entities = [entities]
     if entities is not None and not isinstance(entities, Iterable):
@@ -238,7 +265,7 @@ def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: st
         params["name"] = validate.item_name(name)
         conds.append("EXISTS (SELECT 1 FROM json_each(s.names) n WHERE n.value = :name)" if db.is_sqlite
                      else "jsonb_exists(s.names::jsonb, :name)")
-        lookups.append(_candidates(_index_path(db, [params["name"]], params, "xn"), "'name:'"))
+        lookups.append((_index_path(db, [params["name"]], params, "xn"), "'name:'"))
     if where is not None and not isinstance(where, Mapping):
         raise InvalidArgumentError("where= takes a mapping of key paths to values, e.g. {'params.lr': 0.1}.")
     wanted = dict(where or {})
@@ -256,10 +283,11 @@ def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: st
                 from None
         scalar = not wanted[path].startswith(("{", "["))
         if scalar and (db.is_sqlite or "\\u" not in wanted[path]):  # jsonb refuses some \u escapes
-            lookups.append(_candidates(_index_path(db, parts, params, f"xp{i}_"),
-                                       _index_val(db, wanted[path], params, f"xv{i}")))
+            lookups.append((_index_path(db, parts, params, f"xp{i}_"), _index_val(db, wanted[path], params, f"xv{i}")))
     if lookups and has_index(db):
-        conds = lookups + conds
+        # with entities= their rows drive the query and every lookup probes; else the rarest lookup drives
+        drive = -1 if entities is not None else _rarest(db, lookups, params)
+        conds = [_candidates(p, v, drive=n == drive) for n, (p, v) in enumerate(lookups)] + conds
     if not include_expired:
         conds.append("(s.expires_at IS NULL OR s.expires_at > :now)")
         params["now"] = db.ts(utcnow())
