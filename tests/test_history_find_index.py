@@ -67,11 +67,19 @@ def test_find_through_the_index_agrees_with_the_states(sm: StateManager, saved: 
     if isinstance(value, dict) and value:
         second = data.draw(st.sampled_from(sorted(value)))
         path, value = [first, second], value[second]
+    holding = [v for v, s in enumerate(saved, start=1) if first in s]
     for wanted in (value, data.draw(scalars)):
-        found = sm.find([entity], where={key_path(path): wanted})
-        assert list(found["version"]) == expected(saved, path, wanted), (path, wanted)
+        want = expected(saved, path, wanted)
+        found = sm.find([entity], where={key_path(path): wanted})  # the entity's rows drive, the index probes
+        assert list(found["version"]) == want, (path, wanted)
+        everywhere = sm.find(where={key_path(path): wanted})  # the index drives
+        assert list(everywhere[everywhere["entity_id"] == entity]["version"]) == want
+        k = data.draw(scalars)
+        both = sm.find(name=first, where={key_path(path): wanted, "k": k})  # the rarest lookup drives
+        assert set(both[both["entity_id"] == entity]["version"]) == set(want) & set(holding) & set(
+            expected(saved, ["k"], k))
     names = sm.find([entity], name=first)
-    assert list(names["version"]) == [v for v, s in enumerate(saved, start=1) if first in s]
+    assert list(names["version"]) == holding
 
 
 def test_each_name_and_scalar_leaf_is_indexed(sm: StateManager) -> None:
