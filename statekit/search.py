@@ -6,10 +6,13 @@ read, except the inline values of a version whose name changed in too many place
 
 ``find(entities=None, name=None, where=None)`` looks at the values stored inline as JSON (plain
 JSON values up to the inline limit): ``where={"params.lr": 0.1}`` keeps the versions whose inline
-``params`` holds ``lr`` equal to 0.1 (strictly: 1, 1.0 and True differ). Limits: values stored as
-chunks (DataFrames, arrays, large JSON) are not searched by value, only by ``name``; key paths use
-``diff()``'s notation (``a.b``, ``a['x y']``); without ``entities`` it scans every version of the
-store. Expired versions are left out.
+``params`` holds ``lr`` equal to 0.1 (strictly: 1, 1.0 and True differ). ``state_find_index`` (see
+:mod:`statekit.history_schema`) answers ``name=`` and each scalar condition with an index lookup, so the
+time follows the size of the answer, not of the store; conditions on whole objects or lists are checked
+on the versions the other conditions found (alone, they scan). Limits: values stored as chunks
+(DataFrames, arrays, large JSON) are not searched by value, only by ``name``; key paths use ``diff()``'s
+notation (``a.b``, ``a['x y']``); on SQLite a key holding a double quote cannot be searched inside.
+Expired versions are left out.
 """
 
 from __future__ import annotations
