@@ -89,7 +89,8 @@ def test_tags_are_marked_and_in_the_hover(sm: StateManager, open_panels: list[St
     # a tag set while the panel is open shows after the refresh its event triggers
     sm.tag("exp", "later", 4)
     assert list(p.figure.data[pf.TAGS].text)[-1] == "later"
-    assert "later" in p.static_html()
+    static = p.static_html()
+    assert "<td>later</td>" in static and "<td>best, &lt;paper&gt;</td>" in static  # the latest-versions table
 
 
 def test_the_hover_shows_the_code_that_made_a_version(sm: StateManager, open_panels: list[StatePanel]) -> None:
