@@ -139,18 +139,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--snapshots", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--tmp", default=None)
+    p.add_argument("--keep", default=None, help="build the stores in this directory and keep them (reused if there)")
     args = p.parse_args(argv)
     versions = max(2, int(math.sqrt(args.snapshots)))
     entities = max(1, args.snapshots // versions)
     with tempfile.TemporaryDirectory(dir=args.tmp) as d:
-        one, big = Path(d) / "one.db", Path(d) / "big.db"
+        where = Path(args.keep) if args.keep else Path(d)
+        where.mkdir(parents=True, exist_ok=True)
+        one, big = where / "one.db", where / "big.db"
         t = time.perf_counter()
-        build_template(one, versions)
-        shutil.copyfile(one, big)
-        grow(big, entities)
+        if not big.exists():  # --keep reuses the stores a previous run built there
+            build_template(one, versions)
+            shutil.copyfile(one, big)
+            grow(big, entities)
         rows = sqlite3.connect(big).execute("SELECT count(*) FROM state_snapshots").fetchone()[0]
-        print(f"built {entities:,} x {versions:,} = {rows:,} snapshots (and a 1 x {versions:,} baseline) "
-              f"in {time.perf_counter() - t:.0f} s; {big.stat().st_size / 2**30:.2f} GiB")
+        print(f"{entities:,} x {versions:,} = {rows:,} snapshots (and a 1 x {versions:,} baseline), ready in "
+              f"{time.perf_counter() - t:.0f} s; {big.stat().st_size / 2**30:.2f} GiB")
         small = measure(f"sqlite:///{one}", args.repeat)
         large = measure(f"sqlite:///{big}", args.repeat)
     print(f"{'operation':34} {'1 entity':>12} {'big store':>12} {'ratio':>7}")

@@ -206,19 +206,27 @@ def _candidates(path_sql: str, val_sql: str, *, drive: bool) -> str:
 
 
 def _rarest(db: Any, lookups: list[tuple[str, str]], params: dict[str, Any]) -> int:
-    """The index of the lookup with the fewest index rows (counted up to a cap): it drives the query."""
+    """The index of the lookup with the fewest index rows: it drives the query.
+
+    The rows are counted up to a cap that grows tenfold while every count reaches it, so finding the
+    rarest costs about as much as reading it; ties go to the earlier lookup (conditions before name=).
+    """
     if len(lookups) < 2:
         return 0
-    sql = " UNION ALL ".join(
-        f"SELECT {n}, (SELECT count(*) FROM (SELECT 1 FROM state_find_index i WHERE i.path = {p} AND i.val = {v} "
-        f"LIMIT {RAREST_CAP}) c)" for n, (p, v) in enumerate(lookups))
+    cap = RAREST_CAP
+    while True:
+        sql = " UNION ALL ".join(
+            f"SELECT {n}, (SELECT count(*) FROM (SELECT 1 FROM state_find_index i WHERE i.path = {p} "
+            f"AND i.val = {v} LIMIT {cap}) c)" for n, (p, v) in enumerate(lookups))
 
-    def work(cur: Any, _a: int) -> list[tuple[Any, ...]]:
-        cur.execute(db.sql(sql), params)
-        return cur.fetchall()
+        def work(cur: Any, _a: int, sql: str = sql) -> list[tuple[Any, ...]]:
+            cur.execute(db.sql(sql), params)
+            return cur.fetchall()
 
-    counts = sorted(db.run_hot(work, write=False), key=lambda r: (r[1], r[0]))
-    return int(counts[0][0])
+        counts = sorted(db.run_hot(work, write=False), key=lambda r: (r[1], r[0]))
+        if counts[0][1] < cap or cap >= RAREST_CAP * 10**4:
+            return int(counts[0][0])
+        cap *= 10
 
 
 RAREST_CAP = 1_000
@@ -254,6 +262,7 @@ def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: st
     params: dict[str, Any] = {}
     conds: list[str] = []
     lookups: list[tuple[str, str]] = []  # (path, val) SQL of each condition the index can answer
+    name_lookup: tuple[str, str] | None = None
     if isinstance(entities, str):
         entities = [entities]
     if entities is not None and not isinstance(entities, Iterable):
@@ -268,7 +277,7 @@ def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: st
         params["name"] = validate.item_name(name)
         conds.append("EXISTS (SELECT 1 FROM json_each(s.names) n WHERE n.value = :name)" if db.is_sqlite
                      else "jsonb_exists(s.names::jsonb, :name)")
-        lookups.append((_index_path(db, [params["name"]], params, "xn"), "'name:'"))
+        name_lookup = (_index_path(db, [params["name"]], params, "xn"), "'name:'")
     if where is not None and not isinstance(where, Mapping):
         raise InvalidArgumentError("where= takes a mapping of key paths to values, e.g. {'params.lr': 0.1}.")
     wanted = dict(where or {})
@@ -287,6 +296,8 @@ def find(sm: StateManager, entities: Iterable[str] | str | None = None, name: st
         scalar = not wanted[path].startswith(("{", "["))
         if scalar and (db.is_sqlite or "\\u" not in wanted[path]):  # jsonb refuses some \u escapes
             lookups.append((_index_path(db, parts, params, f"xp{i}_"), _index_val(db, wanted[path], params, f"xv{i}")))
+    if name_lookup is not None:  # last: a name is usually in most versions, so it rarely drives
+        lookups.append(name_lookup)
     if lookups and has_index(db):
         # with entities= their rows drive the query and every lookup probes; else the rarest lookup drives
         drive = -1 if entities is not None else _rarest(db, lookups, params)
