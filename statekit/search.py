@@ -208,7 +208,7 @@ def _candidates(path_sql: str, val_sql: str, *, drive: bool) -> str:
 def _rarest(db: Any, lookups: list[tuple[str, str]], params: dict[str, Any]) -> int:
     """The index of the lookup with the fewest index rows: it drives the query.
 
-    The rows are counted up to a cap that grows tenfold while every count reaches it, so finding the
+    The rows are counted up to a cap that grows fourfold while every count reaches it, so finding the
     rarest costs about as much as reading it; ties go to the earlier lookup (conditions before name=).
     """
     if len(lookups) < 2:
@@ -224,9 +224,9 @@ def _rarest(db: Any, lookups: list[tuple[str, str]], params: dict[str, Any]) -> 
             return cur.fetchall()
 
         counts = sorted(db.run_hot(work, write=False), key=lambda r: (r[1], r[0]))
-        if counts[0][1] < cap or cap >= RAREST_CAP * 10**4:
+        if counts[0][1] < cap or cap >= RAREST_CAP * 4**8:
             return int(counts[0][0])
-        cap *= 10
+        cap *= 4
 
 
 RAREST_CAP = 1_000
