@@ -597,9 +597,10 @@ def _upgrade_history(conn: Connection) -> None:
 
 
 def _create_views(conn: Connection) -> None:
-    from .history_schema import create_views
+    from .history_schema import create_find_index, create_views
 
     create_views(conn)
+    create_find_index(conn)
 
 
 MIGRATIONS[2] = _upgrade_history

@@ -59,3 +59,29 @@ def read(sm: StateManager, snap: StateSnapshot) -> dict[str, Any] | None:
         return row[0] if row else None
 
     return decode(snap, sm.db.run_hot(work, write=False))
+
+
+def of_entity(sm: StateManager, entity_id: str) -> dict[int, dict[str, Any] | None]:
+    """version -> lineage for every version of ``entity_id`` that has one, in one query (no payloads).
+
+    Used by the panel's hover. A lineage whose digest does not match maps to None (the panel says
+    so); ``snap.lineage`` still raises IntegrityError for it.
+    """
+    col = "lineage" if sm.db.is_sqlite else "lineage::text"
+    sql = f"SELECT snapshot_id, version, {col} FROM state_snapshots WHERE entity_id = :e AND lineage IS NOT NULL"
+
+    def work(cur: Any, _a: int) -> list[tuple[Any, ...]]:
+        cur.execute(sm.db.sql(sql), {"e": entity_id})
+        return cur.fetchall()
+
+    out: dict[int, dict[str, Any] | None] = {}
+    for sid, version, stored in sm.db.run_hot(work, write=False):
+        try:
+            outer = json.loads(stored) if isinstance(stored, str) else stored
+            value = outer["value"]
+            ok = isinstance(value, dict) and outer["sha256"] == _digest(str(sid), dumps(value))
+        except (ValueError, TypeError, KeyError):
+            ok = False
+        if isinstance(version, int):
+            out[version] = value if ok else None
+    return out

@@ -22,7 +22,8 @@ SCHEMA_VERSION = 3
 
 Schema 2: the stored snapshot checksum covers every column (content hash + row hash, see ``rows.py``).
 Schema 3: snapshots record which names changed (``changed``) and where they came from (``lineage``);
-merge, tag and retain transitions; the ``statekit_history`` view (see ``history_schema.py``)."""
+merge, tag and retain transitions; the ``statekit_history`` view and the ``state_find_index`` table with
+its triggers (see ``history_schema.py``)."""
 
 MAX_ID_LENGTH = 255
 MAIN_BRANCH = "main"

@@ -25,6 +25,7 @@ import plotly.graph_objects as go
 
 from ..formatting import human_bytes
 from ..models import MAIN_BRANCH
+from . import marks
 
 KIND_COLOURS: dict[str, str] = {
     "create": "#2ca02c",
@@ -34,6 +35,9 @@ KIND_COLOURS: dict[str, str] = {
     "restore": "#17becf",
     "recover": "#8c564b",
     "expire": "#7f7f7f",
+    "merge": "#e377c2",
+    "tag": "#bcbd22",
+    "retain": "#ff7f0e",
 }
 """One fixed colour per kind of transition, so colours mean the same in every panel."""
 OTHER_COLOUR = "#000000"
@@ -46,11 +50,9 @@ MAX_LABELS = 30
 ARC_HEIGHT = 0.35
 """How far (in lanes) a rollback's dashed arc rises above its lane."""
 
-EDGES, ROLLBACKS, BRANCH_POINTS, MARKERS, LABELS, SELECTION = range(6)
+EDGES, ROLLBACKS, BRANCH_POINTS, MARKERS, LABELS, MERGES, TAGS, SELECTION = range(8)
 """Trace indexes; legend-only traces for each kind present follow SELECTION. The ``vN``
 labels are a trace of their own (always SVG: WebGL text misplaces labels on date axes)."""
-
-
 
 
 def cell_text(v: Any) -> str | None:
@@ -91,6 +93,10 @@ class Timeline:
     """(target, new) version pairs drawn dashed."""
     branch_points: list[dict[str, Any]] = field(default_factory=list)
     heads: dict[str, int] = field(default_factory=dict)
+    merges: list[tuple[int, int]] = field(default_factory=list)
+    """(second parent, merge version) pairs drawn as arcs between lanes."""
+    tags: dict[int, list[str]] = field(default_factory=dict)
+    """version -> its tags, written beside its marker."""
 
     @property
     def lane_index(self) -> dict[str, int]:
@@ -111,8 +117,12 @@ X_MODES = ("time", "version")
 
 
 def build_timeline(history: pd.DataFrame, transitions: pd.DataFrame | None = None,
-                   branches: pd.DataFrame | None = None, *, x_mode: str = "time") -> Timeline:
-    """Turn an entity's history (all branches), transitions and branches into a Timeline."""
+                   branches: pd.DataFrame | None = None, *, x_mode: str = "time",
+                   lineage: dict[int, Any] | None = None) -> Timeline:
+    """Turn an entity's history (all branches), transitions, branches and lineage into a Timeline.
+
+    ``lineage``: version -> the lineage recorded with it (``statekit.lineage.of_entity``), shown in the hover.
+    """
     if x_mode not in X_MODES:
         raise ValueError(f"x_mode must be one of {X_MODES}, not {x_mode!r}")
     tl = Timeline(x_mode=x_mode)
@@ -132,6 +142,8 @@ def build_timeline(history: pd.DataFrame, transitions: pd.DataFrame | None = Non
     n = len(hist)
     every = max(1, math.ceil(n / MAX_LABELS))
     head_versions = set(tl.heads.values())
+    tl.tags = marks.tag_names(transitions)
+    lineage = lineage or {}
     for i, row in enumerate(hist.itertuples(index=False)):
         v = int(row.version)
         kind = str(row.kind)
@@ -150,6 +162,12 @@ def build_timeline(history: pd.DataFrame, transitions: pd.DataFrame | None = Non
             f"by {html.escape(actor)}" if actor else "by ?",
             f"size {human_bytes(row.size_bytes)} (new {human_bytes(row.new_bytes)})",
         ]
+        if v in tl.tags:
+            parts.append("tags: " + ", ".join(f"<b>{html.escape(t)}</b>" for t in tl.tags[v]))
+        if v in lineage:
+            code = marks.code_hover(lineage[v], v) if lineage[v] is not None else "<i>lineage damaged</i>"
+            if code:
+                parts.append(code)
         tl.hover.append("<br>".join(parts))
 
     known = set(tl.versions)
@@ -180,6 +198,8 @@ def build_timeline(history: pd.DataFrame, transitions: pd.DataFrame | None = Non
             target, new = t.metadata.get("target_version"), cell_text(t.to_version)
             if target is not None and new is not None and int(target) in known and int(new) in known:
                 tl.rollbacks.append((int(target), int(new)))
+    tl.merges = [(a, b) for a, b in marks.merge_pairs(hist, transitions) if a in known and b in known]
+    tl.tags = {v: names for v, names in tl.tags.items() if v in known}
     return tl
 
 
@@ -209,8 +229,19 @@ def _arcs(pairs: list[tuple[Any, float, Any, float]]) -> tuple[list[Any], list[A
     return xs, ys
 
 
+def _merge_arcs(pairs: list[tuple[Any, float, Any, float]]) -> tuple[list[Any], list[Any]]:
+    """Merge edges: from the second parent to the merge, bowed away from the straight line between lanes."""
+    xs: list[Any] = []
+    ys: list[Any] = []
+    for x0, y0, x1, y1 in pairs:
+        xs += [x0, x0 + (x1 - x0) / 2, x1, None]
+        ys += [y0, (y0 + y1) / 2 + ARC_HEIGHT / 2, y1, None]
+    return xs, ys
+
+
 def timeline_traces(tl: Timeline, selected: tuple[int | None, int | None] = (None, None)) -> list[dict[str, Any]]:
-    """The traces, in the fixed order EDGES, ROLLBACKS, BRANCH_POINTS, MARKERS, LABELS, SELECTION, legend."""
+    """The traces, in the fixed order EDGES, ROLLBACKS, BRANCH_POINTS, MARKERS, LABELS, MERGES, TAGS, SELECTION,
+    then the legend."""
     lane = tl.lane_index
     pos = {v: (x, lane[y]) for v, x, y in zip(tl.versions, tl.x, tl.y, strict=True)}
     bp = {(p["branch"], p["base"]): p for p in tl.branch_points}
@@ -227,6 +258,8 @@ def timeline_traces(tl: Timeline, selected: tuple[int | None, int | None] = (Non
         segments.append((x0, y0, p["x"], lane[p["y"]]))
     ex, ey = _segments(segments)
     rx, ry = _arcs([(*pos[a], *pos[b]) for a, b in tl.rollbacks])
+    mx, my = _merge_arcs([(*pos[a], *pos[b]) for a, b in tl.merges])
+    tagged = [v for v in tl.versions if v in tl.tags]
     marker_type = "scattergl" if len(tl.versions) > GL_THRESHOLD else "scatter"
     small = len(tl.versions) > 200
     ring = selection_points(tl, selected)
@@ -250,16 +283,26 @@ def timeline_traces(tl: Timeline, selected: tuple[int | None, int | None] = (Non
          "mode": "markers+text", "textposition": "top center", "textfont": {"size": 10, "color": "#444444"},
          # an invisible marker as big as a version's, so the label sits above it, not on it
          "marker": {"size": 7 if small else 14, "opacity": 0}, "hoverinfo": "skip", "showlegend": False},
+        {"type": "scatter", "name": "merged from", "x": mx, "y": my, "mode": "lines",
+         "line": {"color": KIND_COLOURS["merge"], "width": 2, "shape": "spline"},
+         "hoverinfo": "skip", "showlegend": False},
+        {"type": "scatter", "name": "tags", "x": [pos[v][0] for v in tagged], "y": [pos[v][1] for v in tagged],
+         "text": [html.escape(", ".join(tl.tags[v])) for v in tagged], "mode": "markers+text", "textposition": "bottom center",
+         "textfont": {"size": 10, "color": "#6b6b00"},
+         "marker": {"symbol": "star", "size": 9, "color": KIND_COLOURS["tag"], "line": {"width": 0}},
+         "hovertext": [f"tag{'s' if len(tl.tags[v]) > 1 else ''} <b>{html.escape(', '.join(tl.tags[v]))}</b> on v{v}"
+                       for v in tagged], "hoverinfo": "text", "showlegend": False},
         {"type": "scatter", "name": "selected", **ring, "mode": "markers+text",
          "textposition": "bottom center", "textfont": {"size": 12, "color": "#000000"},
          "marker": {"symbol": "circle-open", "size": 20, "color": "#000000", "line": {"width": 2}},
          "hoverinfo": "skip", "showlegend": False},
     ]
-    present = list(dict.fromkeys(tl.kinds + (["branch"] if tl.branch_points else [])))
+    present = list(dict.fromkeys(tl.kinds + (["branch"] if tl.branch_points else [])
+                                 + (["tag"] if tagged else [])))
     for kind in sorted(present, key=lambda k: list(KIND_COLOURS).index(k) if k in KIND_COLOURS else 99):
         traces.append({"type": "scatter", "name": kind, "x": [None], "y": [None], "mode": "markers",
                        "marker": {"size": 10, "color": KIND_COLOURS.get(kind, OTHER_COLOUR),
-                                  "symbol": "diamond" if kind == "branch" else "circle"},
+                                  "symbol": {"branch": "diamond", "tag": "star"}.get(kind, "circle")},
                        "hoverinfo": "skip", "showlegend": True})
     return traces
 

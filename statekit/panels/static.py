@@ -38,15 +38,17 @@ def diff_html(frame: pd.DataFrame, a: int | None, b: int | None) -> str:
             f'{TABLE_STYLE}<div style="max-height:360px;overflow:auto">{table}</div>')
 
 
-def recent_html(history: pd.DataFrame, n: int = RECENT_ROWS) -> str:
-    """The newest ``n`` versions as an HTML table (metadata only)."""
+def recent_html(history: pd.DataFrame, n: int = RECENT_ROWS, tags: dict[int, list[str]] | None = None) -> str:
+    """The newest ``n`` versions as an HTML table (metadata only), with their tags."""
     recent = history.tail(n).iloc[::-1]
+    tags = tags or {}
     table = pd.DataFrame({
         "version": recent["version"], "branch": recent["branch"], "kind": recent["kind"],
         "created (UTC)": [f"{pf.utc_naive(t):%Y-%m-%d %H:%M:%S}" for t in recent["created_at"]],
         "actor": [pf.cell_text(a) or "" for a in recent["actor"]],
         "message": [pf.cell_text(m) or "" for m in recent["message"]],
         "size": [human_bytes(s) for s in recent["size_bytes"]],
+        "tags": [", ".join(tags.get(int(v), ())) for v in recent["version"]],
     })
     return (f"<p><b>Latest versions</b></p>{TABLE_STYLE}"
             f"{table.to_html(index=False, border=0, classes='statekit-table')}")
@@ -61,6 +63,6 @@ def static_html(tl: pf.Timeline, entity: str | None, selected: tuple[int | None,
     if diff_frame is not None:
         parts.append(diff_html(diff_frame, *selected))
     if len(history):
-        parts.append(recent_html(history))
+        parts.append(recent_html(history, tags=tl.tags))
     parts.append("</div>")
     return "\n".join(parts)

@@ -39,6 +39,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from ..errors import InvalidArgumentError
+from ..lineage import of_entity
 from ..models import MAIN_BRANCH
 from ..snapshot import StateEvent
 from ..store import StateManager
@@ -156,22 +157,24 @@ class StatePanel(PanelView):
         if entity is None:
             hist = pd.DataFrame(columns=["version", "branch", "parent_version", "kind", "created_at", "actor",
                                          "message", "names", "size_bytes", "new_bytes"])
-            trans = branches = None
+            trans = branches = lineage = None
         else:
             hist = self.sm.history(entity)
             trans = self.sm.transitions(entity)
             branches = self.sm.branches(entity)
+            lineage = of_entity(self.sm, entity)  # one query, the lineage column only: for the hover
             self._fingerprint = heads_fingerprint(branches)
             if self._poller is not None:
                 self._poller.last = self._fingerprint
         self.history = hist
         self._frames = (hist, trans, branches)
-        self.timeline = pf.build_timeline(hist, trans, branches, x_mode=self._x_mode)
+        self._lineage = lineage
+        self.timeline = pf.build_timeline(hist, trans, branches, x_mode=self._x_mode, lineage=lineage)
 
     def _redraw(self) -> None:
         """Switch the x axis between time and version number (no store access)."""
         self._x_mode = self.x_axis.value
-        self.timeline = pf.build_timeline(*self._frames, x_mode=self._x_mode)
+        self.timeline = pf.build_timeline(*self._frames, x_mode=self._x_mode, lineage=self._lineage)
         self._apply(reset=False)
 
     def _default_selection(self) -> tuple[int | None, int | None]:
