@@ -49,6 +49,9 @@ def test_tag_merge_log_and_as_of(ip: InteractiveShell, store_url: str, capsys: p
     assert isinstance(log, pd.DataFrame) and list(log["version"]) == [1, 2, 4]
     tags = line(ip, "tags")
     assert list(tags["tag"]) == ["baseline"]
+    full = line(ip, "log")  # the log names each version's tags
+    assert dict(zip(full["version"], full["tags"], strict=True))[1] == "baseline"
+    assert set(full.loc[full["version"] != 1, "tags"]) == {""}
     line(ip, f'load --as-of "{moment}"')
     assert ip.user_ns["n"] == 1
     with pytest.raises(UsageError, match="never moves"):

@@ -169,8 +169,14 @@ def cmd_log(magics: StateMagics, args: argparse.Namespace) -> pd.DataFrame | Non
         sm = magics.store()
         frame["code"] = [code_of(sm.get(magics.entity_id, int(v), include_expired=True).lineage)
                          for v in frame["version"]]
+    tags = magics.store().tags(magics.entity_id)
+    extra = ["changed"] if args.changed else []
+    if not tags.empty:  # a column only for entities that have tags, so other logs keep their shape
+        named = tags.groupby("version")["tag"].agg(", ".join)
+        frame["tags"] = frame["version"].map(named).fillna("")
+        extra.append("tags")
     if not args.all_columns:  # sizes as people read them; sm.history() keeps the numbers
-        frame = frame[LOG_COLUMNS + (["changed"] if args.changed else []) + (["code"] if args.code else [])].assign(
+        frame = frame[LOG_COLUMNS + extra + (["code"] if args.code else [])].assign(
             size=frame["size_bytes"].map(human_bytes), new=frame["new_bytes"].map(human_bytes))
         frame = frame.drop(columns=["size_bytes", "new_bytes"])
     return frame
