@@ -21,13 +21,13 @@ import ipywidgets
 import numpy as np
 import pandas as pd
 import pytest
-from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from statekit import StateManager
 from statekit.magics import StateMagics
 from statekit.notebook.args import COMMANDS
 from tests import shells
+from tests.shells import run, state, usage_error
 
 ENTITY = "nb"
 
@@ -61,28 +61,6 @@ def sm(ip: InteractiveShell) -> StateManager:
     return StateManager(magics(ip).url)
 
 
-def run(ip: InteractiveShell, code: str) -> Any:
-    """Run a cell that must succeed; returns its result value."""
-    result = ip.run_cell(code)
-    result.raise_error()
-    return result.result
-
-
-def state(ip: InteractiveShell, line: str) -> Any:
-    return ip.run_line_magic("state", line)
-
-
-def usage_error(ip: InteractiveShell, capsys: pytest.CaptureFixture[str], code: str) -> str:
-    """Run a cell that must fail with one UsageError line and no traceback; returns the message."""
-    capsys.readouterr()
-    result = ip.run_cell(code)
-    out, err = capsys.readouterr()
-    assert isinstance(result.error_in_exec, UsageError), (out, err, result.error_in_exec)
-    assert "Traceback" not in out + err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("UsageError: "), err
-    assert out.strip() == ""
-    return lines[0][len("UsageError: "):]
 
 
 def head(sm: StateManager, entity: str = ENTITY, branch: str = "main") -> int | None:

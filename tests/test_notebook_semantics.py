@@ -55,26 +55,11 @@ def ip(store_url: str) -> Iterator[InteractiveShell]:
     shell.user_ns.clear()
 
 
-def run(ip: InteractiveShell, code: str) -> Any:
-    result = ip.run_cell(code)
-    result.raise_error()
-    return result.result
-
-
-def state(ip: InteractiveShell, line: str) -> Any:
-    return ip.run_line_magic("state", line)
+run, state = shells.run, shells.state
 
 
 def usage_error(ip: InteractiveShell, capsys: pytest.CaptureFixture[str], code: str) -> str:
-    """Run a cell that must fail with one UsageError line and no traceback; returns the message."""
-    capsys.readouterr()
-    result = ip.run_cell(code)
-    out, err = capsys.readouterr()
-    assert isinstance(result.error_in_exec, UsageError), (out, err, result.error_in_exec)
-    assert "Traceback" not in out + err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("UsageError: "), err
-    return lines[0][len("UsageError: "):]
+    return shells.usage_error(ip, capsys, code, quiet=False)
 
 
 # ---------------------------------------------------------------- item 7: a loaded value is the value saved
